@@ -1,0 +1,322 @@
+"""One entry point for every Phi-4-architecture model: `phi4lab.load`.
+
+It returns a TransformerLens `TransformerBridge`: the Hugging Face `Phi3ForCausalLM`
+itself, wrapped so that every activation has a stable hook name
+(`blocks.3.attn.hook_pattern`, `blocks.3.hook_resid_post`, ...) and `run_with_cache`,
+`run_with_hooks`, `to_tokens` and friends work as in TransformerLens. Weights are
+not "processed" (no folded norms, no centred unembedding), so logits are Hugging
+Face's logits; attention is forced to the eager implementation so that the
+attention pattern exists to be hooked.
+
+Three kinds of model load through it:
+
+* `load("microsoft/phi-4", revision=...)`: the real 14.7B model from the Hugging Face
+  hub or a local HF cache. Its config is read first (a few KB) and a memory pre-flight
+  refuses a model that cannot fit before a single weight is read.
+* `load("path/to/dir")`: any local Phi-3-architecture checkpoint, from safetensors
+  only. Pickle files (`pytorch_model.bin`) can run arbitrary code when loaded, so
+  they are refused. The file's tensor names and shapes are checked against the
+  config before anything is allocated.
+* `load(config=phi4lab.config.scaled(...), seed=0)`: a randomly initialised twin
+  with Phi-4's architecture, for tests and exercises. Same seed, same weights.
+
+`load()` with no arguments, or `load("phi4-tiny")`, loads the small *trained* twin
+that ships in `data/phi4-tiny/`.
+
+Tokenization follows Hugging Face's Phi-4 tokenizer: no BOS is prepended by
+default (`model.cfg.default_prepend_bos` is False). See phi4lab.tokenizer.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from transformers import Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast
+from transformer_lens.model_bridge import TransformerBridge
+
+from phi4lab import config as phi4config
+from phi4lab.memory import preflight
+from phi4lab.tokenizer import VOCAB_SIZE, phi4_tokenizer
+
+DATA_DIR = Path(os.environ.get("PHI4LAB_DATA", Path(__file__).resolve().parents[1] / "data"))
+
+HUB_PHI4 = "microsoft/phi-4"
+TINY = "phi4-tiny"
+KNOWN_MODELS = {
+    HUB_PHI4: "the real 14.7B Phi-4, from the Hugging Face hub or a local HF cache (needs ~30 GB in bf16)",
+    TINY: "the small trained Phi-4-architecture twin shipped in data/phi4-tiny/ (runs on a laptop CPU)",
+}
+
+
+class UnknownModelError(ValueError):
+    """The name is neither a known model nor an existing directory."""
+
+
+class CheckpointError(ValueError):
+    """A local checkpoint is missing, corrupt, unsafe, or not a Phi-3-architecture model."""
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """The model is known but its weights are not on this machine and cannot be downloaded."""
+
+
+def load(
+    name_or_path: str | os.PathLike | None = None,
+    *,
+    config: Phi3Config | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    revision: str | None = None,
+    seed: int = 0,
+    device_map: str | dict | None = None,
+    tokenizer: PreTrainedTokenizerFast | None = None,
+    memory_budget_bytes: int | None = None,
+) -> TransformerBridge:
+    """Load a Phi-4-architecture model as a TransformerLens TransformerBridge.
+
+    Args:
+        name_or_path: "phi4-tiny" (the default), "microsoft/phi-4", or a local directory.
+        config: build a randomly initialised model from this config instead (see
+            phi4lab.config.scaled); mutually exclusive with name_or_path.
+        dtype: parameter dtype. fp32 is the right default on a CPU; bf16 for Phi-4 on a GPU.
+        device: where to put the model. Ignored when device_map is given.
+        revision: a hub commit, branch or tag to pin for "microsoft/phi-4".
+        seed: seed for the random initialisation of a config-built model.
+        device_map: passed to Hugging Face / accelerate to spread a model over several GPUs.
+        tokenizer: override the tokenizer (needed for a random model whose vocabulary
+            is not Phi-4's 100,352 ids).
+        memory_budget_bytes: refuse models whose weights exceed this; defaults to a safe
+            share of the device's free memory.
+    """
+    if config is not None:
+        if name_or_path is not None:
+            raise ValueError("pass either name_or_path or config=, not both")
+        return _random_twin(config, seed, dtype, device, tokenizer, memory_budget_bytes)
+    name = TINY if name_or_path is None else os.fspath(name_or_path)
+    if name == TINY:
+        path = DATA_DIR / TINY
+        if not (path / "config.json").exists():
+            raise WeightsNotFoundError(
+                f"phi4-tiny is not in {path}: the trained twin is built by the data-and-training part "
+                "of the course and has not been shipped in this checkout yet. Meanwhile, use a random "
+                "twin: phi4lab.load(config=phi4lab.config.scaled())."
+            )
+        return _load_local(path, dtype, device, device_map, tokenizer, memory_budget_bytes, label=TINY)
+    if name == HUB_PHI4:
+        return _load_hub(name, revision, dtype, device, device_map, memory_budget_bytes)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _load_local(path, dtype, device, device_map, tokenizer, memory_budget_bytes, label=str(path))
+    close = difflib.get_close_matches(name, list(KNOWN_MODELS), n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    listing = "; ".join(f"{k!r}: {v}" for k, v in KNOWN_MODELS.items())
+    raise UnknownModelError(
+        f"unknown model {name!r} (and no such directory).{hint} Valid names: {listing}. "
+        "Or pass the path of a local Phi-3-architecture checkpoint, or config=phi4lab.config.scaled(...)."
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Random twins
+# --------------------------------------------------------------------------------------
+
+
+def random_hf_model(cfg: Phi3Config, seed: int = 0) -> Phi3ForCausalLM:
+    """A seeded, randomly initialised `Phi3ForCausalLM` with eager attention, in eval mode."""
+    cfg = copy.deepcopy(cfg)
+    cfg._attn_implementation = "eager"
+    # fork_rng: seeding must not disturb the caller's own random stream.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Phi3ForCausalLM(cfg)
+    return model.eval()
+
+
+def _random_twin(cfg, seed, dtype, device, tokenizer, budget):
+    if not isinstance(cfg, Phi3Config):
+        raise TypeError(f"config must be a transformers.Phi3Config (see phi4lab.config.scaled), got {type(cfg).__name__}")
+    preflight(
+        phi4config.weight_bytes(cfg, dtype),
+        what=f"a random {phi4config.describe(cfg)} model in {dtype}",
+        device=device,
+        budget_bytes=budget,
+        advice="Use a smaller config (phi4lab.config.scaled(d_model=..., n_layers=...)).",
+    )
+    model = random_hf_model(cfg, seed).to(device=device, dtype=dtype)
+    return _bridge(model, tokenizer or _tokenizer_for(cfg, None), f"phi4lab-random-seed{seed}")
+
+
+# --------------------------------------------------------------------------------------
+# Local checkpoints
+# --------------------------------------------------------------------------------------
+
+
+def read_config(path: Path) -> Phi3Config:
+    """Read and validate `config.json` of a local checkpoint directory."""
+    cfg_file = path / "config.json"
+    if not cfg_file.exists():
+        raise CheckpointError(f"{path} has no config.json; is it a Hugging Face checkpoint directory?")
+    try:
+        raw = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{cfg_file} is not valid JSON: {err}") from None
+    archs = raw.get("architectures") or []
+    if raw.get("model_type") != "phi3" or (archs and "Phi3ForCausalLM" not in archs):
+        found = ", ".join(archs) or raw.get("model_type") or "unknown"
+        raise CheckpointError(
+            f"{path} holds a {found} model (model_type {raw.get('model_type')!r}); phi4lab loads "
+            "Phi-3-architecture checkpoints (Phi3ForCausalLM, model_type 'phi3'), as Phi-4 is."
+        )
+    return Phi3Config.from_pretrained(path)
+
+
+def _safetensors_files(path: Path) -> list[Path]:
+    files = sorted(path.glob("*.safetensors"))
+    if files:
+        return files
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+    if pickles:
+        raise CheckpointError(
+            f"{path} holds only pickle weights ({', '.join(pickles)}). Loading a pickle can run arbitrary "
+            "code, so phi4lab loads safetensors only. Convert it where you trust the file: "
+            "Phi3ForCausalLM.from_pretrained(dir).save_pretrained(new_dir)."
+        )
+    raise CheckpointError(f"{path} has no *.safetensors weight file")
+
+
+def validate_checkpoint(path: Path, cfg: Phi3Config) -> None:
+    """Check every tensor's name and shape against the config, reading headers only."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in Phi3ForCausalLM(cfg).state_dict().items()}
+    found: dict[str, tuple[int, ...]] = {}
+    for file in _safetensors_files(path):
+        try:
+            with safe_open(file, framework="pt") as f:
+                for key in f.keys():
+                    found[key] = tuple(f.get_slice(key).get_shape())
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"{file} is not a readable safetensors file ({err}); it may be truncated or corrupt") from None
+    if cfg.tie_word_embeddings:
+        expected.pop("lm_head.weight", None)
+        found.pop("lm_head.weight", None)
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} tensor(s), e.g. {missing[:3]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[:3]}")
+    if wrong:
+        k = wrong[0]
+        problems.append(f"{len(wrong)} shape mismatch(es), e.g. {k}: file {found[k]} vs config {expected[k]}")
+    if problems:
+        raise CheckpointError(f"{path} does not match its config.json: " + "; ".join(problems))
+
+
+def _tokenizer_for(cfg: Phi3Config, path: Path | None) -> PreTrainedTokenizerFast:
+    if path is not None and (path / "tokenizer.json").exists():
+        return PreTrainedTokenizerFast.from_pretrained(path)
+    if cfg.vocab_size == VOCAB_SIZE:
+        return phi4_tokenizer()
+    raise CheckpointError(
+        f"no tokenizer.json found and the vocabulary ({cfg.vocab_size}) is not Phi-4's ({VOCAB_SIZE}); "
+        "pass tokenizer= explicitly"
+    )
+
+
+def _load_local(path, dtype, device, device_map, tokenizer, budget, label):
+    path = Path(path)
+    cfg = read_config(path)
+    validate_checkpoint(path, cfg)
+    preflight(
+        phi4config.weight_bytes(cfg, dtype),
+        what=f"{label} ({phi4config.count_parameters(cfg):,} parameters) in {dtype}",
+        device=device,
+        budget_bytes=budget,
+        advice="Try dtype=torch.bfloat16 on a GPU, or a machine with more memory.",
+    )
+    tokenizer = tokenizer or _tokenizer_for(cfg, path)
+    kwargs = dict(dtype=dtype, attn_implementation="eager", use_safetensors=True, trust_remote_code=False)
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    model = Phi3ForCausalLM.from_pretrained(path, **kwargs).eval()
+    if device_map is None:
+        model = model.to(device)
+    return _bridge(model, tokenizer, str(path))
+
+
+# --------------------------------------------------------------------------------------
+# The hub
+# --------------------------------------------------------------------------------------
+
+_GET_WEIGHTS = (
+    "To get the weights (about 29 GB), on a machine with network access run\n"
+    "    huggingface-cli download microsoft/phi-4{rev}\n"
+    "then copy the Hugging Face cache (~/.cache/huggingface) here, or pass the snapshot directory "
+    "to phi4lab.load(path)."
+)
+
+
+def _load_hub(repo, revision, dtype, device, device_map, budget):
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    rev = f" --revision {revision}" if revision else ""
+    try:
+        # A few KB first: the config decides whether the weights can fit at all.
+        cfg_file = hf_hub_download(repo, "config.json", revision=revision)
+    except Exception as err:  # offline, no cache entry, unreachable hub, bad revision, ...
+        raise WeightsNotFoundError(
+            f"{repo} is not in the local Hugging Face cache and the hub is unreachable "
+            f"({type(err).__name__}). " + _GET_WEIGHTS.format(rev=rev)
+        ) from None
+    snapshot = Path(cfg_file).parent
+    cfg = read_config(snapshot)
+    preflight(
+        phi4config.weight_bytes(cfg, dtype),
+        what=f"{repo} ({phi4config.count_parameters(cfg):,} parameters) in {dtype}",
+        device=device if device_map is None else "cuda" if torch.cuda.is_available() else "cpu",
+        budget_bytes=budget,
+        advice="Phi-4 wants a GPU with >= 32 GB in bf16 (dtype=torch.bfloat16), or device_map='auto' over several.",
+    )
+    try:
+        snapshot = Path(
+            snapshot_download(repo, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.txt"])
+        )
+    except Exception as err:
+        raise WeightsNotFoundError(
+            f"could not fetch the weights of {repo} ({type(err).__name__}). " + _GET_WEIGHTS.format(rev=rev)
+        ) from None
+    return _load_local(snapshot, dtype, device, device_map, phi4_tokenizer(), budget, label=repo)
+
+
+# --------------------------------------------------------------------------------------
+# Wrapping in TransformerLens
+# --------------------------------------------------------------------------------------
+
+
+def _bridge(model: Phi3ForCausalLM, tokenizer: PreTrainedTokenizerFast, name: str) -> TransformerBridge:
+    # TransformerLens wants a tokenizer that was created with add_bos_token=True and,
+    # if it wasn't, reloads one from disk by name. Our tokenizer is built in memory and,
+    # like Phi-4's, adds no BOS; so we tell TL it is BOS-aware for the boot, then record
+    # the truth: TL detects that it does not prepend BOS, and we make "no BOS" the default.
+    tokenizer.init_kwargs.setdefault("name_or_path", name)
+    missing = object()
+    before = tokenizer.init_kwargs.get("add_bos_token", missing)
+    tokenizer.init_kwargs["add_bos_token"] = True
+    try:
+        bridge = TransformerBridge.boot_transformers(name, hf_model=model, tokenizer=tokenizer)
+    finally:
+        if before is missing:
+            tokenizer.init_kwargs.pop("add_bos_token", None)
+        else:
+            tokenizer.init_kwargs["add_bos_token"] = before
+    bridge.cfg.default_prepend_bos = False
+    bridge.eval()
+    return bridge
