@@ -94,6 +94,12 @@ def load(
         memory_budget_bytes: refuse models whose weights exceed this; defaults to a safe
             share of the device's free memory.
     """
+    # Loading must not consume the caller's random stream (notebooks seed once at the top).
+    with torch.random.fork_rng(devices=[]):
+        return _load(name_or_path, config, dtype, device, revision, seed, device_map, tokenizer, memory_budget_bytes)
+
+
+def _load(name_or_path, config, dtype, device, revision, seed, device_map, tokenizer, memory_budget_bytes):
     if config is not None:
         if name_or_path is not None:
             raise ValueError("pass either name_or_path or config=, not both")
@@ -131,11 +137,8 @@ def random_hf_model(cfg: Phi3Config, seed: int = 0) -> Phi3ForCausalLM:
     """A seeded, randomly initialised `Phi3ForCausalLM` with eager attention, in eval mode."""
     cfg = copy.deepcopy(cfg)
     cfg._attn_implementation = "eager"
-    # fork_rng: seeding must not disturb the caller's own random stream.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Phi3ForCausalLM(cfg)
-    return model.eval()
+    torch.manual_seed(seed)
+    return Phi3ForCausalLM(cfg).eval()
 
 
 def _random_twin(cfg, seed, dtype, device, tokenizer, budget):
