@@ -13,6 +13,7 @@ from phi4lab.loading import (
     UnknownModelError,
     WeightsNotFoundError,
     load,
+    save,
 )
 from phi4lab.memory import InsufficientMemoryError
 
@@ -25,4 +26,5 @@ __all__ = [
     "WeightsNotFoundError",
     "config",
     "load",
+    "save",
 ]

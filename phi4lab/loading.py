@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from transformers import Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
 from transformer_lens.model_bridge import TransformerBridge
 
 from phi4lab import config as phi4config
@@ -249,7 +250,15 @@ def _load_local(path, dtype, device, device_map, tokenizer, budget, label):
     kwargs = dict(dtype=dtype, attn_implementation="eager", use_safetensors=True, trust_remote_code=False)
     if device_map is not None:
         kwargs["device_map"] = device_map
-    model = Phi3ForCausalLM.from_pretrained(path, **kwargs).eval()
+    # Hugging Face's progress bar helps for 29 GB of shards, and is noise for a small model.
+    quiet = phi4config.weight_bytes(cfg, dtype) < 2**30 and hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        model = Phi3ForCausalLM.from_pretrained(path, **kwargs).eval()
+    finally:
+        if quiet:
+            hf_logging.enable_progress_bar()
     if device_map is None:
         model = model.to(device)
     return _bridge(model, tokenizer, str(path))
@@ -297,6 +306,47 @@ def _load_hub(repo, revision, dtype, device, device_map, budget):
             f"could not fetch the weights of {repo} ({type(err).__name__}). " + _GET_WEIGHTS.format(rev=rev)
         ) from None
     return _load_local(snapshot, dtype, device, device_map, phi4_tokenizer(), budget, label=repo)
+
+
+def hf_state_dict(model: TransformerBridge) -> dict[str, torch.Tensor]:
+    """The Hugging Face `Phi3ForCausalLM` state dict of a bridged model.
+
+    The bridge wraps each HF module in place, so every tensor appears under several
+    names (`model.layers.0.self_attn._original_component.qkv_proj...`, `...attn.q...`).
+    Dropping the wrapper segments and keeping the names HF expects recovers the original.
+    """
+    with torch.device("meta"):
+        expected = Phi3ForCausalLM(model.original_model.config).state_dict()
+    found: dict[str, torch.Tensor] = {}
+    for key, tensor in model.original_model.state_dict().items():
+        clean = key.replace("._original_component", "")
+        if clean in expected:
+            found.setdefault(clean, tensor)
+    if model.original_model.config.tie_word_embeddings:
+        expected.pop("lm_head.weight", None)
+        found.pop("lm_head.weight", None)
+    missing = set(expected) - set(found)
+    if missing:
+        raise RuntimeError(f"could not recover HF tensors {sorted(missing)[:3]} from the bridge")
+    return found
+
+
+def save(model: TransformerBridge, path: str | os.PathLike) -> Path:
+    """Save a model loaded by phi4lab as a Hugging Face checkpoint folder.
+
+    Writes config.json, model.safetensors and the tokenizer files, so that
+    `phi4lab.load(path)` (or `Phi3ForCausalLM.from_pretrained(path)`) gets it back.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in hf_state_dict(model).items()}
+    save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+    model.original_model.config.save_pretrained(path)
+    if model.tokenizer is not None:
+        model.tokenizer.save_pretrained(path)
+    return path
 
 
 # --------------------------------------------------------------------------------------

@@ -220,3 +220,17 @@ def test_phi4_loads_from_the_local_cache(hf_cache, tiny_dir):
     tokens = model.to_tokens("Phi-4 is a 14B model")
     with torch.no_grad():
         assert (model(tokens) - reference(tokens).logits).abs().max() < 1e-4
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = phi4lab.load(config=C.scaled(d_model=32, n_layers=2, n_kv_heads=1), seed=4)
+    phi4lab.save(model, tmp_path)
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in tmp_path.iterdir()}
+    again = phi4lab.load(tmp_path)
+    reference = Phi3ForCausalLM.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    tokens = model.to_tokens("round trip")
+    with torch.no_grad():
+        assert torch.equal(again(tokens), model(tokens))
+        assert (reference(tokens).logits - model(tokens)).abs().max() < 1e-4
+    assert again.tokenizer("Hello World")["input_ids"] == [9906, 4435]
+    assert again.tokenizer.eos_token == "<|im_end|>" and again.cfg.default_prepend_bos is False

@@ -1,0 +1,128 @@
+"""Checks for course exercises that say what is probably wrong, not just *that* it is.
+
+An exercise gives the learner a stub with a docstring; the cell after it calls
+`check_function(their_fn, reference_fn, cases, mistakes=...)`. The learner's
+answer is compared with the reference on each case, and when it differs we try to
+explain the difference:
+
+* the wrong type, NaN or inf, the wrong shape (and whether it is the transpose);
+* a known mistake: each exercise lists plausible wrong implementations with a
+  message ("is your epsilon inside the square root?"); if the learner's output
+  matches one of them, that message is the diagnosis;
+* a constant factor or a flipped sign;
+* otherwise, where and by how much the values differ.
+
+Tolerances depend on the dtype: bf16 keeps about 3 significant digits, fp32 about
+7, so one fixed tolerance would either pass wrong bf16 code or fail right fp32 code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+
+# (rtol, atol) per dtype: torch.testing.assert_close's defaults.
+TOLERANCES = {
+    torch.float64: (1e-7, 1e-7),
+    torch.float32: (1.3e-6, 1e-5),
+    torch.float16: (1e-3, 1e-5),
+    torch.bfloat16: (1.6e-2, 1e-5),
+}
+
+
+class ExerciseFailure(AssertionError):
+    """The learner's answer is wrong; the message says how."""
+
+
+def tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    return TOLERANCES.get(dtype, (0.0, 0.0))
+
+
+def _as_tensor(x: Any) -> torch.Tensor | None:
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, (int, float)):
+        return torch.tensor(x, dtype=torch.float64)
+    return None
+
+
+def _close(a: Any, b: Any, rtol: float | None = None, atol: float | None = None) -> bool:
+    ta, tb = _as_tensor(a), _as_tensor(b)
+    if ta is None or tb is None:
+        return a == b
+    if ta.shape != tb.shape:
+        return False
+    if rtol is None:
+        rtol, atol = tolerance(tb.dtype) if tb.dtype in TOLERANCES else (0.0, 0.0)
+    return bool(torch.allclose(ta.double(), tb.double(), rtol=rtol, atol=atol, equal_nan=False))
+
+
+def diagnose(actual: Any, expected: Any, *, mistakes: Mapping[str, Any] = (), rtol=None, atol=None) -> str | None:
+    """None if `actual` matches `expected`, else the most specific explanation we can find."""
+    if _close(actual, expected, rtol, atol):
+        return None
+    for message, wrong in dict(mistakes).items():
+        if _close(actual, wrong, rtol, atol):
+            return message
+    ta, tb = _as_tensor(actual), _as_tensor(expected)
+    if tb is not None and ta is None:
+        return f"expected a {'tensor' if isinstance(expected, torch.Tensor) else 'number'}, got {type(actual).__name__}"
+    if ta is None or tb is None:
+        return f"expected {expected!r}, got {actual!r}"
+    if not torch.isfinite(ta.double()).all():
+        return "your result contains NaN or inf: look for a division by zero, a log of 0, or an overflow"
+    if ta.shape != tb.shape:
+        hint = ""
+        if ta.shape == tb.shape[::-1] or (ta.ndim == tb.ndim >= 2 and ta.shape[-2:] == tb.shape[-2:][::-1]):
+            hint = " (it looks transposed)"
+        elif ta.numel() == tb.numel():
+            hint = " (same number of elements: a missing view/reshape or a wrong einsum output?)"
+        return f"wrong shape: got {tuple(ta.shape)}, expected {tuple(tb.shape)}{hint}"
+    a, b = ta.double(), tb.double()
+    nonzero = b.abs() > 1e-12
+    if nonzero.any():
+        ratio = a[nonzero] / b[nonzero]
+        if torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio), rtol=1e-4) and not math.isclose(ratio.flatten()[0].item(), 1.0):
+            r = ratio.flatten()[0].item()
+            if math.isclose(r, -1.0, rel_tol=1e-6):
+                return "right size, wrong sign"
+            return f"off by a constant factor: yours is {r:.6g} x the answer"
+    err = (a - b).abs()
+    where = tuple(int(i) for i in torch.unravel_index(err.argmax(), err.shape)) if err.ndim else ()
+    at = f" at index {where}" if where else ""
+    return f"values differ: largest difference {err.max().item():.3g}{at} (yours {a[where].item():.6g}, expected {b[where].item():.6g})"
+
+
+def check_function(
+    fn: Callable,
+    reference: Callable,
+    cases: Iterable[tuple],
+    *,
+    name: str | None = None,
+    mistakes: Mapping[str, Callable] = (),
+    rtol: float | None = None,
+    atol: float | None = None,
+) -> None:
+    """Compare `fn(*case)` with `reference(*case)` on every case; raise ExerciseFailure if wrong.
+
+    `mistakes` maps a message to a function implementing that mistake; a learner
+    output equal to a mistake's output gets that message.
+    """
+    name = name or getattr(fn, "__name__", "your function")
+    cases = list(cases)
+    for i, case in enumerate(cases):
+        try:
+            actual = fn(*case)
+        except NotImplementedError:
+            raise NotImplementedError(f"{name} is still a stub: replace `raise NotImplementedError` with your code") from None
+        expected = reference(*case)
+        wrong = {message: mistake(*case) for message, mistake in dict(mistakes).items()}
+        problem = diagnose(actual, expected, mistakes=wrong, rtol=rtol, atol=atol)
+        if problem:
+            raise ExerciseFailure(f"{name}, test case {i + 1} of {len(cases)}: {problem}")
+    print(f"\N{CHECK MARK} {name}: all {len(cases)} test cases pass")

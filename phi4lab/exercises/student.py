@@ -1,0 +1,90 @@
+"""Write each notebook once; generate the student edition from it.
+
+The committed notebooks are the instructor edition: exercises solved, outputs
+shown. Inside an exercise cell the solution sits between two marker lines:
+
+    def kv_cache_bytes(cfg):
+        \"\"\"Bytes of K and V cached per token ...\"\"\"
+        # SOLUTION
+        return 2 * cfg.num_hidden_layers * ...
+        # END SOLUTION
+
+`make_student` replaces each marked block with `raise NotImplementedError`, at the
+marker's indentation, and keeps everything else (signature, docstring, hints).
+Markdown cells tagged `solution` (worked solutions behind <details>) are dropped.
+Outputs of exercise cells and of `check` cells are cleared, so the student edition
+shows no answers, and execution counts are reset.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import nbformat
+
+START = re.compile(r"^(?P<indent>\s*)# SOLUTION\s*$")
+END = re.compile(r"^\s*# END SOLUTION\s*$")
+STUB = 'raise NotImplementedError("exercise: write your solution here")'
+
+
+class MarkerError(ValueError):
+    """Unbalanced or nested SOLUTION markers."""
+
+
+def strip_solutions(source: str) -> tuple[str, int]:
+    """Replace every SOLUTION block in `source` by a stub; return (new source, number of blocks)."""
+    out, inside, blocks = [], False, 0
+    for number, line in enumerate(source.splitlines(), 1):
+        start, end = START.match(line), END.match(line)
+        if start:
+            if inside:
+                raise MarkerError(f"line {number}: SOLUTION inside another SOLUTION block")
+            inside, blocks = True, blocks + 1
+            out.append(start.group("indent") + STUB)
+        elif end:
+            if not inside:
+                raise MarkerError(f"line {number}: END SOLUTION without SOLUTION")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise MarkerError("a SOLUTION block is never closed")
+    return "\n".join(out), blocks
+
+
+def tags(cell) -> set[str]:
+    return set(cell.get("metadata", {}).get("tags", []))
+
+
+def make_student(nb: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, int]:
+    """The student edition of a notebook, and how many exercises it has."""
+    nb = copy.deepcopy(nb)
+    cells, exercises = [], 0
+    for cell in nb.cells:
+        if "solution" in tags(cell):
+            continue
+        if cell.cell_type == "code":
+            cell.source, blocks = strip_solutions(cell.source)
+            exercises += blocks
+            if blocks or "check" in tags(cell):
+                cell.outputs = []
+            cell.execution_count = None
+            for out in cell.outputs:
+                if "execution_count" in out:
+                    out["execution_count"] = None
+        cells.append(cell)
+    nb.cells = cells
+    return nb, exercises
+
+
+def build_student_edition(course_dir: Path, out_dir: Path) -> dict[str, int]:
+    """Write the student edition of every notebook in `course_dir`; return exercises per notebook."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for path in sorted(Path(course_dir).glob("*.ipynb")):
+        student, n = make_student(nbformat.read(path, as_version=4))
+        nbformat.write(student, out_dir / path.name)
+        counts[path.name] = n
+    return counts

@@ -1,0 +1,104 @@
+"""Checks for course/00_welcome.ipynb: Phi-4 by the numbers.
+
+The references are phi4lab.config's own functions; the mistakes are the ones
+people actually make when they first count a GQA model with a gated MLP.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from phi4lab import config as C
+from phi4lab.exercises.checking import check_function
+
+
+def _configs():
+    return [
+        C.PHI4,
+        C.scaled(),
+        C.scaled(d_model=64, n_layers=3, n_kv_heads=1),
+        C.scaled(d_model=96, num_attention_heads=6, num_key_value_heads=3, vocab_size=1000),
+    ]
+
+
+def _hd(cfg):
+    return C.head_dim(cfg)
+
+
+# ---- Exercise 1: KV cache per token --------------------------------------------------
+
+
+def _kv_reference(cfg, bytes_per_element):
+    return C.kv_cache_bytes_per_token(cfg, torch.float32) // 4 * bytes_per_element
+
+
+KV_MISTAKES = {
+    "you cached only K or only V: every layer keeps both, so multiply by 2":
+        lambda cfg, b: cfg.num_hidden_layers * cfg.num_key_value_heads * _hd(cfg) * b,
+    "you used the query heads: with grouped-query attention only the KV heads are cached "
+    "(Phi-4: 10 KV heads, each shared by 4 of the 40 query heads)":
+        lambda cfg, b: 2 * cfg.num_hidden_layers * cfg.num_attention_heads * _hd(cfg) * b,
+    "you cached one layer: each of the num_hidden_layers layers has its own K and V":
+        lambda cfg, b: 2 * cfg.num_key_value_heads * _hd(cfg) * b,
+    "you counted elements, not bytes: multiply by bytes_per_element":
+        lambda cfg, b: 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * _hd(cfg),
+}
+
+
+def check_kv_cache_bytes_per_token(fn):
+    cases = [(cfg, b) for cfg in _configs() for b in (2, 4)]
+    check_function(fn, _kv_reference, cases, name="kv_cache_bytes_per_token", mistakes=KV_MISTAKES)
+
+
+# ---- Exercise 2: parameter count -----------------------------------------------------
+
+
+def _params_reference(cfg):
+    return C.count_parameters(cfg)
+
+
+def _without(part):
+    return lambda cfg: C.count_parameters(cfg) - C.parameter_breakdown(cfg)[part]
+
+
+def _full_kv(cfg):
+    extra = 2 * cfg.num_hidden_layers * cfg.hidden_size * (cfg.num_attention_heads - cfg.num_key_value_heads) * _hd(cfg)
+    return C.count_parameters(cfg) + extra
+
+
+def _ungated(cfg):
+    return C.count_parameters(cfg) - cfg.num_hidden_layers * cfg.hidden_size * cfg.intermediate_size
+
+
+PARAM_MISTAKES = {
+    "you tied the embeddings: Phi-4's lm_head is a separate matrix (tie_word_embeddings is False)": _without("lm_head"),
+    "you left out the embedding matrix (vocab_size x hidden_size)": _without("embed_tokens"),
+    "you gave K and V as many heads as Q: Phi-4 uses grouped-query attention (num_key_value_heads)": _full_kv,
+    "you forgot the RMSNorm weights: two per layer plus the final norm, hidden_size each": _without("norms"),
+    "your MLP has two matrices: Phi-4's gated MLP has three (gate and up, fused in gate_up_proj, then down)": _ungated,
+}
+
+
+def check_count_parameters(fn):
+    check_function(fn, _params_reference, [(cfg,) for cfg in _configs()], name="count_parameters", mistakes=PARAM_MISTAKES)
+
+
+# ---- Exercise 3: forward FLOPs per token ---------------------------------------------
+
+
+def _flops_reference(cfg):
+    return C.forward_flops_per_token(cfg)
+
+
+FLOP_MISTAKES = {
+    "you counted multiply-adds: a multiply-add is 2 FLOPs": lambda cfg: C.forward_flops_per_token(cfg) // 2,
+    "you counted the embedding lookup as a matmul: it is a table lookup, ~free":
+        lambda cfg: C.forward_flops_per_token(cfg) + 2 * C.parameter_breakdown(cfg)["embed_tokens"],
+    "you left out lm_head: the final vocab_size x hidden_size matmul is real work":
+        lambda cfg: C.forward_flops_per_token(cfg) - 2 * C.parameter_breakdown(cfg)["lm_head"],
+}
+
+
+def check_forward_flops_per_token(fn):
+    cases = [(cfg,) for cfg in _configs() if not cfg.tie_word_embeddings]
+    check_function(fn, _flops_reference, cases, name="forward_flops_per_token", mistakes=FLOP_MISTAKES)
