@@ -76,7 +76,7 @@ def test_local_tokenizer_files_are_used(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    backend = Tokenizer(models.WordLevel({f"w{i}": i for i in range(512)} | {"[UNK]": 0}, unk_token="[UNK]"))
+    backend = Tokenizer(models.WordLevel({"[UNK]": 0} | {f"w{i}": i for i in range(1, 512)}, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", bos_token="w1").save_pretrained(tmp_path)
     model = phi4lab.load(tmp_path)

@@ -1,0 +1,100 @@
+"""Exercise machinery: diagnoses, the student edition, and every check failing on stubs."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from nbclient import NotebookClient
+
+from phi4lab import config as C
+from phi4lab.exercises import ExerciseFailure, check_function, diagnose, welcome
+from phi4lab.exercises.student import MarkerError, build_student_edition, make_student, strip_solutions
+
+COURSE = Path(__file__).resolve().parents[1] / "course"
+NOTEBOOKS = sorted(COURSE.glob("*.ipynb"))
+
+
+def rms_norm(x, eps=1e-5):
+    return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def test_diagnoses_name_the_likely_mistake():
+    x = torch.randn(4, 8, dtype=torch.float64) * 1e-3
+    outside = lambda x: x / (torch.sqrt(x.pow(2).mean(-1, keepdim=True)) + 1e-5)  # noqa: E731
+    mistakes = {"is your epsilon inside the square root?": outside}
+    with pytest.raises(ExerciseFailure, match="epsilon inside the square root"):
+        check_function(outside, rms_norm, [(x,)], mistakes=mistakes)
+    assert diagnose(rms_norm(x).T, rms_norm(x)).startswith("wrong shape") and "transposed" in diagnose(rms_norm(x).T, rms_norm(x))
+    assert "constant factor" in diagnose(2 * rms_norm(x), rms_norm(x))
+    assert "wrong sign" in diagnose(-rms_norm(x), rms_norm(x))
+    assert "NaN" in diagnose(torch.full((4, 8), float("nan")), rms_norm(x))
+    assert "expected a tensor" in diagnose([1, 2], rms_norm(x))
+    assert "largest difference" in diagnose(rms_norm(x) + torch.eye(4, 8), rms_norm(x))
+    assert diagnose(rms_norm(x), rms_norm(x)) is None
+
+
+def test_tolerance_follows_dtype():
+    y = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    rounded_early = y.bfloat16() * 3  # one extra bf16 rounding: ~0.4% relative error
+    assert diagnose(rounded_early, (y * 3).bfloat16()) is None  # fine for a bf16 answer
+    assert diagnose(rounded_early.float(), y * 3) is not None  # far too large for fp32
+
+
+def test_welcome_checks_pass_the_reference_and_catch_known_mistakes():
+    welcome.check_count_parameters(C.count_parameters)
+    with pytest.raises(ExerciseFailure, match="grouped-query"):
+        welcome.check_count_parameters(welcome._full_kv)
+    with pytest.raises(ExerciseFailure, match="only K or only V"):
+        welcome.check_kv_cache_bytes_per_token(lambda cfg, b: C.kv_cache_bytes_per_token(cfg, torch.float32) // 8 * b)
+    with pytest.raises(ExerciseFailure, match="multiply-adds"):
+        welcome.check_forward_flops_per_token(lambda cfg: C.forward_flops_per_token(cfg) // 2)
+
+    def stub(cfg):
+        raise NotImplementedError
+
+    with pytest.raises(NotImplementedError, match="still a stub"):
+        welcome.check_count_parameters(stub)
+
+
+def test_strip_solutions():
+    src = "def f(x):\n    '''doc'''\n    # SOLUTION\n    return x + 1\n    # END SOLUTION\n\nprint(1)"
+    out, n = strip_solutions(src)
+    assert n == 1 and "return x + 1" not in out and "'''doc'''" in out
+    assert "    raise NotImplementedError" in out
+    for bad in ["# SOLUTION\nx", "# END SOLUTION", "# SOLUTION\n# SOLUTION\n# END SOLUTION"]:
+        with pytest.raises(MarkerError):
+            strip_solutions(bad)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_student_edition_hides_solutions(path):
+    instructor = nbformat.read(path, as_version=4)
+    student, n = make_student(instructor)
+    assert n >= 2, "every notebook has at least two exercises"
+    text = "\n".join(c.source for c in student.cells)
+    assert "# SOLUTION" not in text and "END SOLUTION" not in text
+    assert not any("solution" in c.metadata.get("tags", []) for c in student.cells)
+    for cell in student.cells:
+        if cell.cell_type == "code" and ("NotImplementedError" in cell.source or "check" in cell.metadata.get("tags", [])):
+            assert cell.outputs == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_check_fails_on_the_student_edition(path, tmp_path):
+    counts = build_student_edition(COURSE, tmp_path)
+    student = nbformat.read(tmp_path / path.name, as_version=4)
+    NotebookClient(student, timeout=600, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(COURSE)}}).execute()
+    checks = [c for c in student.cells if "check" in c.metadata.get("tags", [])]
+    assert len(checks) == counts[path.name]
+    for cell in checks:
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert errors, f"a check passed on a stub:\n{cell.source}"
+        assert errors[0].ename in ("NotImplementedError", "ExerciseFailure"), errors[0].ename
+    # and the instructor edition's checks all pass (nbval re-runs it in full too)
+    instructor = nbformat.read(path, as_version=4)
+    for cell in instructor.cells:
+        if "check" in cell.metadata.get("tags", []):
+            assert any("\N{CHECK MARK}" in o.get("text", "") for o in cell.outputs), cell.source
