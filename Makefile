@@ -19,8 +19,11 @@ $(STAMP): constraints.txt pyproject.toml
 kernel: $(STAMP)
 	$(BIN)/python -m ipykernel install --user --name phi4lab --display-name "Python 3 (phi4lab)" >/dev/null
 
+# Lab machines often run as root, which JupyterLab refuses unless told.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: $(STAMP) kernel
-	$(BIN)/jupyter lab --notebook-dir=course
+	$(BIN)/jupyter lab --notebook-dir=course $(ROOT_FLAG)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests course --nbval --sanitize-with course/nbval_sanitize.cfg -p no:cacheprovider
