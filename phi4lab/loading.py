@@ -138,8 +138,9 @@ def random_hf_model(cfg: Phi3Config, seed: int = 0) -> Phi3ForCausalLM:
     """A seeded, randomly initialised `Phi3ForCausalLM` with eager attention, in eval mode."""
     cfg = copy.deepcopy(cfg)
     cfg._attn_implementation = "eager"
-    torch.manual_seed(seed)
-    return Phi3ForCausalLM(cfg).eval()
+    with torch.random.fork_rng(devices=[]):  # seed locally; leave the caller's stream alone
+        torch.manual_seed(seed)
+        return Phi3ForCausalLM(cfg).eval()
 
 
 def _random_twin(cfg, seed, dtype, device, tokenizer, budget):
