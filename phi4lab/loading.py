@@ -110,9 +110,10 @@ def _load(name_or_path, config, dtype, device, revision, seed, device_map, token
         path = DATA_DIR / TINY
         if not (path / "config.json").exists():
             raise WeightsNotFoundError(
-                f"phi4-tiny is not in {path}: the trained twin is built by the data-and-training part "
-                "of the course and has not been shipped in this checkout yet. Meanwhile, use a random "
-                "twin: phi4lab.load(config=phi4lab.config.scaled())."
+                f"phi4-tiny is not in {path}. It ships with the repository in data/phi4-tiny; if that folder "
+                "is gone, restore it from git, or rebuild it with `phi4lab build-tiny --out data/phi4-tiny` "
+                "(about an hour on 2 CPU cores). Meanwhile, a random twin works: "
+                "phi4lab.load(config=phi4lab.config.scaled())."
             )
         return _load_local(path, dtype, device, device_map, tokenizer, memory_budget_bytes, label=TINY)
     if name == HUB_PHI4:

@@ -1,0 +1,107 @@
+"""Head detectors: which attention heads do a recognisable job?
+
+An attention head's *pattern* says, for every query position, how it splits
+its attention over the key positions (each row sums to 1). Some jobs leave an
+unmistakable pattern:
+
+- **Previous-token heads** attend from position i to i-1. They let the next
+  layer know "what came just before me", the first half of an induction circuit.
+- **Duplicate-token heads** attend from a token to earlier copies of itself.
+- **Induction heads** attend from a token to the token *after* its earlier
+  copy: in "... Harry Potter ... Harry", the second "Harry" looks at
+  "Potter", and copying it predicts the continuation. On a random sequence
+  repeated twice, a perfect induction head puts all its attention, for every
+  query in the second copy, on the key one position after the query's earlier
+  occurrence (Olsson et al. 2022).
+- **Sink heads** park their attention on the first token when they have
+  nothing better to do.
+
+Each score is the mean attention on the target entries, so 1 is a perfect
+head and 0 one that never looks there. Scores are restricted to the query
+positions where a target exists (the second copy, for induction), so a
+perfect induction head scores near 1, not 0.5 as with TransformerLens'
+``detect_head`` "mul" score on a twice-repeated sequence.
+
+Scores come back as a [n_layers, n_heads] tensor of *query* heads. Phi-4
+shares each key/value head among 4 query heads (grouped-query attention);
+``phi4lab.analysis.heads.by_kv_group`` reshapes the scores so the heads that
+share K and V sit together.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def attention_patterns(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Attention patterns of every layer: [n_layers, batch, n_heads, query, key].
+
+    Accepts a phi4lab/TransformerLens bridge (uses its ``hook_pattern`` hook
+    points) or a Hugging Face causal LM loaded with eager attention.
+    """
+    if tokens.ndim == 1:
+        tokens = tokens[None]
+    with torch.no_grad():
+        if hasattr(model, "run_with_cache"):
+            _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("attn.hook_pattern"))
+            names = sorted((k for k in cache.keys()), key=lambda k: int(k.split(".")[1]))
+            return torch.stack([cache[k] for k in names])
+        impl = getattr(model.config, "_attn_implementation", "eager")
+        if impl != "eager":
+            raise ValueError(f"attention weights need attn_implementation='eager', this model uses {impl!r}")
+        device = next(model.parameters()).device
+        out = model(tokens.to(device), output_attentions=True)
+        return torch.stack(out.attentions).float().cpu()
+
+
+def random_repeated_tokens(n_tokens: int = 25, repeats: int = 2, batch: int = 8, *, vocab: int,
+                           exclude: set[int] | frozenset = frozenset(), seed: int = 0) -> torch.Tensor:
+    """[batch, n_tokens * repeats] ids: a random segment repeated, drawn from ids not in `exclude`."""
+    g = torch.Generator().manual_seed(seed)
+    allowed = torch.tensor([i for i in range(vocab) if i not in exclude])
+    segment = allowed[torch.randint(len(allowed), (batch, n_tokens), generator=g)]
+    return segment.repeat(1, repeats)
+
+
+def _mean_diagonal(patterns: torch.Tensor, offset: int, first_query: int) -> torch.Tensor:
+    # patterns [L, B, H, Q, K]; entries (q, q - offset) for q >= first_query.
+    q = torch.arange(first_query, patterns.shape[-2])
+    return patterns[..., q, q - offset].mean(dim=(1, 3))
+
+
+def previous_token_scores(patterns: torch.Tensor) -> torch.Tensor:
+    """Mean attention from each position to the one before it: [L, H]."""
+    return _mean_diagonal(patterns, 1, 1)
+
+
+def duplicate_token_scores(patterns: torch.Tensor, period: int) -> torch.Tensor:
+    """On a sequence repeated with `period`, attention to the same token one period back."""
+    return _mean_diagonal(patterns, period, period)
+
+
+def induction_scores(patterns: torch.Tensor, period: int) -> torch.Tensor:
+    """On a sequence repeated with `period`, attention to the token after the earlier copy.
+
+    Query q (in a later copy) -> key q - period + 1. The first query of the
+    second copy is skipped: its target is the start of the second copy itself.
+    """
+    return _mean_diagonal(patterns, period - 1, period + 1)
+
+
+def sink_scores(patterns: torch.Tensor) -> torch.Tensor:
+    """Mean attention paid to position 0 by queries after it: [L, H]."""
+    return patterns[..., 1:, 0].mean(dim=(1, 3))
+
+
+def by_kv_group(scores: torch.Tensor, n_kv_heads: int) -> torch.Tensor:
+    """[L, H] -> [L, n_kv_heads, H // n_kv_heads]: query heads grouped by shared K/V head."""
+    L, H = scores.shape
+    return scores.reshape(L, n_kv_heads, H // n_kv_heads)
+
+
+def top_heads(scores: torch.Tensor, k: int = 3) -> list[tuple[int, int, float]]:
+    """The k best (layer, head, score) triples, best first."""
+    flat = scores.flatten()
+    idx = flat.argsort(descending=True)[:k]
+    H = scores.shape[1]
+    return [(int(i) // H, int(i) % H, float(flat[i])) for i in idx]

@@ -1,0 +1,136 @@
+"""Checks for course/03_data_curation.ipynb: dedup, MinHash LSH and quality rules.
+
+References are phi4lab.data's own functions, or the formulas they rest on.
+"""
+
+from __future__ import annotations
+
+import re
+
+from phi4lab import data
+from phi4lab.exercises.checking import check_function
+
+TEXTS = [
+    "The Quality of  Mercy is NOT strained;\nit droppeth as the gentle rain.",
+    "def f(x):\n    return x + 1  # add one",
+    "   Enter   HAMLET.   ",
+    "Ay, madam, it is common. 'Tis so; 'tis, 'tis!",
+    "",
+]
+
+
+# ---- Exercise 1: normalise ------------------------------------------------------------
+
+NORMALISE_MISTAKES = {
+    "case still matters: lower-case the text first": lambda t: " ".join(re.sub(r"[^\w\s]", " ", t).split()),
+    "punctuation still matters: replace every non-word, non-space character by a space":
+        lambda t: " ".join(t.lower().split()),
+    "whitespace still matters: split on whitespace and join with single spaces":
+        lambda t: re.sub(r"[^\w\s]", " ", t.lower()),
+    "punctuation was deleted, not replaced by a space, so words on either side merge":
+        lambda t: " ".join(re.sub(r"[^\w\s]", "", t.lower()).split()),
+}
+
+
+def check_normalise(fn):
+    check_function(fn, data.normalise, [(t,) for t in TEXTS], name="normalise", mistakes=NORMALISE_MISTAKES)
+
+
+# ---- Exercise 2: shingles and Jaccard ------------------------------------------------------
+
+def _shingles_ref(text, n):
+    words = data.normalise(text).split()
+    return {" ".join(words[i:i + n]) for i in range(max(len(words) - n + 1, 1))}
+
+
+SHINGLE_MISTAKES = {
+    "off by one: a text of W words has W - n + 1 shingles of n words (range(len(words) - n + 1))":
+        lambda t, n: {" ".join(data.normalise(t).split()[i:i + n]) for i in range(len(data.normalise(t).split()) - n)},
+    "these are character n-grams: shingle the list of *words* (normalise, then split)":
+        lambda t, n: {data.normalise(t)[i:i + n] for i in range(len(data.normalise(t)) - n + 1)},
+    "you did not normalise first, so 'Mercy' and 'mercy' count as different words":
+        lambda t, n: {" ".join(t.split()[i:i + n]) for i in range(max(len(t.split()) - n + 1, 1))},
+}
+
+
+def check_shingles(fn):
+    cases = [(t, n) for t in TEXTS[:4] for n in (1, 2, 3)]
+    check_function(fn, _shingles_ref, cases, name="shingles", mistakes=SHINGLE_MISTAKES)
+
+
+def _jaccard_ref(a, b):
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+JACCARD_MISTAKES = {
+    "you divided by the size of the smaller set (that is the overlap coefficient, not Jaccard)":
+        lambda a, b: len(a & b) / min(len(a), len(b)) if a and b else 1.0,
+    "you divided by len(a) + len(b), which counts the shared shingles twice: use the union":
+        lambda a, b: len(a & b) / (len(a) + len(b)) if a or b else 1.0,
+}
+
+
+def check_jaccard(fn):
+    sets = [({"a", "b", "c"}, {"b", "c", "d"}), ({"x"}, {"x"}), ({"a", "b"}, {"c"}),
+            ({"a", "b", "c", "d"}, {"a"}), (set(), set())]
+    check_function(fn, _jaccard_ref, sets, name="jaccard", mistakes=JACCARD_MISTAKES, rtol=1e-9, atol=1e-12)
+
+
+# ---- Exercise 3: the LSH S-curve ----------------------------------------------------------
+
+def _lsh_ref(s, bands, rows):
+    return 1 - (1 - s**rows) ** bands
+
+
+LSH_MISTAKES = {
+    "bands and rows are swapped: each band is `rows` hashes that must ALL agree (s**rows), "
+    "and any of the `bands` bands may match": lambda s, b, r: 1 - (1 - s**b) ** r,
+    "that is the chance that one given band matches; a pair is a candidate if ANY band matches":
+        lambda s, b, r: s**r,
+    "that is the chance that NO band matches: subtract it from 1": lambda s, b, r: (1 - s**r) ** b,
+}
+
+
+def check_lsh_probability(fn):
+    cases = [(s, b, r) for s in (0.1, 0.3, 0.5, 0.8, 0.95) for b, r in ((9, 13), (25, 5), (14, 8))]
+    check_function(fn, _lsh_ref, cases, name="lsh_candidate_probability", mistakes=LSH_MISTAKES, rtol=1e-9, atol=1e-12)
+
+
+# ---- Exercise 4: a Gopher rule -------------------------------------------------------------
+
+def _stop_ref(text):
+    words = [w for w in text.split() if re.search(r"\w", w)]
+    return len({w.lower().strip(".,;:!?'\"()") for w in words} & data.GOPHER_STOP_WORDS) >= 2
+
+
+STOP_MISTAKES = {
+    "you counted occurrences: the rule asks for at least 2 *different* stop words (use a set)":
+        lambda t: sum(w.lower().strip(".,;:!?'\"()") in data.GOPHER_STOP_WORDS for w in t.split()) >= 2,
+    "case matters in your version: 'The' should count as 'the'":
+        lambda t: len({w.strip(".,;:!?'\"()") for w in t.split()} & data.GOPHER_STOP_WORDS) >= 2,
+}
+
+
+def check_passes_stop_word_rule(fn):
+    texts = ["The cat and the hat.", "the the the the", "To be, or not to be", "x = f(y) + g(z)",
+             "With THAT said: HAVE fun.", "of", "And so, to bed."]
+    check_function(fn, _stop_ref, [(t,) for t in texts], name="passes_stop_word_rule", mistakes=STOP_MISTAKES)
+
+
+# ---- Exercise 5: epochs from a mixture ------------------------------------------------------
+
+def _epochs_ref(fraction, total_tokens, unique_tokens):
+    return fraction * total_tokens / unique_tokens
+
+
+EPOCH_MISTAKES = {
+    "upside down: epochs = tokens drawn from the source / unique tokens in it":
+        lambda f, t, u: u / (f * t),
+    "you forgot the source's share of the mixture": lambda f, t, u: t / u,
+}
+
+
+def check_epochs(fn):
+    # Phi-4's table: 10T tokens; web 15% of 1.3T unique, synthetic 40% of 290B, code 20% of 820B
+    cases = [(0.15, 10e12, 1.3e12), (0.40, 10e12, 290e9), (0.20, 10e12, 820e9), (0.5, 4e6, 2e6)]
+    check_function(fn, _epochs_ref, cases, name="epochs", mistakes=EPOCH_MISTAKES, rtol=1e-9, atol=1e-12)

@@ -1,0 +1,364 @@
+"""A lean training loop for Phi-4-architecture models, in the spirit of nanoGPT.
+
+One step of language-model training is four lines: predict every next token,
+measure the cross-entropy, back-propagate, update. Everything else in this file
+serves those four lines:
+
+- **The learning-rate schedule** (phi4lab.optim.lr_at): warm up linearly, then
+  decay. Phi-4 used linear warm-up and decay to a peak of 3e-4.
+- **Gradient clipping**: if the gradient's global norm exceeds a bound, scale
+  it down, so one bad batch cannot throw the weights far away.
+- **Gradient accumulation**: sum the gradients of several micro-batches before
+  one update, for a large batch in small memory.
+- **Precision**: fp32; bf16 autocast (matmuls in bf16, weights stay fp32); or
+  fp16 autocast with a GradScaler, which multiplies the loss by a large factor
+  so small fp16 gradients do not flush to zero, and skips steps that overflow.
+- **Checkpoints** in safetensors (model and optimizer state, no pickle), and
+  resume: batches are a pure function of the step number, so a resumed run
+  sees exactly the batches it would have seen.
+- **accelerate**: the same loop runs on one CPU, one GPU, or several processes
+  under ``accelerate launch`` (DDP). The global batch is split across
+  processes, so the result does not depend on how many there are.
+- **Evaluation**: sliding-window perplexity per domain (see ``perplexity``).
+
+Usage::
+
+    cfg = TrainConfig(steps=300, lr=1e-3, batch_size=16, seq_len=128)
+    history = train(model, lambda step: sample_batch(tokens, step), cfg)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .memory import preflight
+from .optim import lr_at, make_optimizer
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    schedule: str = "cosine"           # "cosine", "linear" or "constant"
+    min_lr_ratio: float = 0.1
+    optimizer: str = "adamw"           # "adamw", "lamb" or "lars"
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float | None = 1.0
+    grad_accum: int = 1
+    precision: str = "fp32"            # "fp32", "bf16" or "fp16"
+    log_every: int = 10
+    eval_every: int = 0                # 0: only at the end (if an evaluate function is given)
+    checkpoint_every: int = 0          # 0: only at the end (if out_dir is set)
+    out_dir: str | None = None
+    seed: int = 0
+    progress: bool = True
+    extra: dict = field(default_factory=dict)  # anything the caller wants recorded in the log
+
+
+def lm_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy: position t predicts token t+1.
+
+    Logits are upcast to fp32 first: a softmax over 100k classes in bf16 or
+    fp16 loses precision that the loss then pretends to have.
+    """
+    return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), tokens[:, 1:].flatten())
+
+
+def _logits(model, tokens):
+    out = model(tokens)
+    return out if torch.is_tensor(out) else out.logits
+
+
+def training_memory_bytes(model: torch.nn.Module, batch_size: int, seq_len: int, precision: str = "fp32") -> int:
+    """A conservative estimate of what a training step needs, to refuse before starting.
+
+    Weights + gradients + AdamW's two moments (16 bytes per parameter in fp32,
+    methods: ZeRO's accounting), plus the activations: for each layer about
+    s*b*h*(34 + 5*a*s/h) bytes per layer in 16-bit (Korthikanti et al. 2022;
+    twice that in fp32), and the logits (fp32 upcast, their gradient too).
+    """
+    n_params = sum(p.numel() for p in model.parameters())
+    cfg = getattr(model, "config", None)
+    scale = 1 if precision in ("bf16", "fp16") else 2      # Korthikanti's count is for 16-bit values
+    act = 0
+    if cfg is not None:
+        b, s, h, a = batch_size, seq_len, cfg.hidden_size, cfg.num_attention_heads
+        per_layer = s * b * h * (34 + 5 * a * s / h) * scale
+        act = int(cfg.num_hidden_layers * per_layer) + 3 * b * s * cfg.vocab_size * 4
+    return 16 * n_params + act
+
+
+# --------------------------------------------------------------------------------------
+# Checkpoints: safetensors only. Optimizer state is flattened into named tensors, and
+# its non-tensor parts (hyper-parameters, step) go into JSON beside it.
+# --------------------------------------------------------------------------------------
+
+def save_checkpoint(out_dir: str | os.PathLike, model, optimizer, step: int, history: list[dict], scaler=None) -> Path:
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "checkpoint.tmp"
+    tmp.mkdir(exist_ok=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, tmp / "model.safetensors")
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, slots in state["state"].items():
+        for name, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{name}"] = value.detach().cpu().contiguous().reshape(value.shape)
+            else:
+                scalars[f"{idx}.{name}"] = value
+    save_file(tensors, tmp / "optimizer.safetensors")
+    meta = dict(step=step, param_groups=state["param_groups"], scalars=scalars,
+                scaler=scaler.state_dict() if scaler is not None else None)
+    (tmp / "trainer_state.json").write_text(json.dumps(meta, default=float))
+    (tmp / "history.json").write_text(json.dumps(history))
+    # Swap in atomically: an interrupted save leaves the previous checkpoint intact.
+    final = out / "checkpoint"
+    old = out / "checkpoint.old"
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    if old.exists():
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    return final
+
+
+def load_checkpoint(out_dir: str | os.PathLike, model, optimizer, scaler=None) -> tuple[int, list[dict]]:
+    """Restore model and optimizer from ``out_dir/checkpoint``; return (next step, history)."""
+    from safetensors.torch import load_file
+
+    ckpt = Path(out_dir) / "checkpoint"
+    meta = json.loads((ckpt / "trainer_state.json").read_text())
+    model.load_state_dict(load_file(ckpt / "model.safetensors"))
+    flat = load_file(ckpt / "optimizer.safetensors")
+    state: dict[int, dict] = {}
+    for key, value in list(flat.items()) + list(meta["scalars"].items()):
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    groups = meta["param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    if scaler is not None and meta.get("scaler"):
+        scaler.load_state_dict(meta["scaler"])
+    return meta["step"], json.loads((ckpt / "history.json").read_text())
+
+
+# --------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------
+
+def train(
+    model: torch.nn.Module,
+    get_batch: Callable[[int], torch.Tensor],
+    cfg: TrainConfig,
+    evaluate: Callable[[torch.nn.Module], dict] | None = None,
+    callback: Callable[[dict], None] | None = None,
+    memory_budget_bytes: int | None = None,
+) -> list[dict]:
+    """Train `model` for cfg.steps optimizer steps; return the list of logged metrics.
+
+    get_batch(i) must return the i-th global micro-batch of token ids, shape
+    [batch, seq]; step s uses micro-batches s*grad_accum ... s*grad_accum+accum-1.
+    evaluate(model) -> dict of metrics, called every cfg.eval_every steps and at the end.
+    callback(record) is called with every logged record (a live plot, say).
+    If cfg.out_dir holds a checkpoint, training resumes from it.
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {cfg.precision!r}")
+    if cfg.steps < 1 or cfg.grad_accum < 1:
+        raise ValueError("steps and grad_accum must be at least 1")
+    torch.manual_seed(cfg.seed)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    probe = get_batch(0)
+    preflight(training_memory_bytes(model, probe.shape[0], probe.shape[1], cfg.precision),
+              what=f"training ({probe.shape[0]} x {probe.shape[1]} tokens per micro-batch, {cfg.precision})",
+              device=accelerator.device, budget_bytes=memory_budget_bytes,
+              advice="Use a smaller batch or sequence length with grad_accum, or a smaller model.")
+
+    optimizer = make_optimizer(model, cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+    dtype = PRECISIONS[cfg.precision]
+    device_type = accelerator.device.type
+    scaler = torch.amp.GradScaler(device_type) if cfg.precision == "fp16" else None
+
+    start, history = 0, []
+    if cfg.out_dir and (Path(cfg.out_dir) / "checkpoint").exists():
+        start, history = load_checkpoint(cfg.out_dir, model, optimizer, scaler)
+        accelerator.print(f"resuming from {cfg.out_dir}/checkpoint at step {start}")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+    rank, world = accelerator.process_index, accelerator.num_processes
+
+    def autocast():
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device_type, dtype=dtype)
+
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="training",
+               disable=not (cfg.progress and accelerator.is_main_process), unit="step")
+    tokens_seen = history[-1]["tokens"] if history else 0
+    t0 = time.perf_counter()
+    for step in bar:
+        lr = lr_at(step, peak=cfg.lr, warmup=cfg.warmup_steps, total=cfg.steps,
+                   schedule=cfg.schedule, min_ratio=cfg.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        # 1-3. forward, loss, backward: once per micro-batch, gradients add up.
+        loss_sum = 0.0
+        for micro in range(cfg.grad_accum):
+            batch = get_batch(step * cfg.grad_accum + micro)
+            tokens_seen += batch.numel()
+            local = batch[rank::world].to(accelerator.device)     # this process's share of the global batch
+            sync = micro == cfg.grad_accum - 1
+            with (contextlib.nullcontext() if sync else accelerator.no_sync(model)):
+                with autocast():
+                    loss = lm_loss(_logits(model, local), local) / cfg.grad_accum
+                accelerator.backward(scaler.scale(loss) if scaler else loss)
+            loss_sum += loss.item()
+
+        # 4. update: unscale (fp16), clip, step (skipped by the scaler on overflow).
+        if scaler:
+            scaler.unscale_(optimizer)
+        grad_norm = (accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                     if cfg.grad_clip else torch.tensor(float("nan")))
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            record = dict(step=done, loss=loss_sum, lr=lr, grad_norm=float(grad_norm), tokens=tokens_seen,
+                          seconds=round(time.perf_counter() - t0, 3))
+            if scaler:
+                record["loss_scale"] = scaler.get_scale()
+            if evaluate and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
+                model.eval()
+                with torch.no_grad():
+                    record.update(evaluate(accelerator.unwrap_model(model)))
+                model.train()
+            history.append(record)
+            bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.1e}")
+            if callback and accelerator.is_main_process:
+                callback(record)
+        if cfg.out_dir and accelerator.is_main_process and (
+                (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps):
+            save_checkpoint(cfg.out_dir, accelerator.unwrap_model(model), optimizer, done, history, scaler)
+            write_log(cfg, history)
+    bar.close()
+    model.eval()
+    accelerator.wait_for_everyone()
+    return history
+
+
+def write_log(cfg: TrainConfig, history: list[dict]) -> None:
+    """metrics.json: the config and every logged record, for plots and for the record."""
+    out = Path(cfg.out_dir)
+    (out / "metrics.json").write_text(json.dumps(dict(config=asdict(cfg), history=history), indent=1))
+
+
+# --------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def perplexity(model, tokens: torch.Tensor, max_length: int = 256, stride: int | None = None,
+               max_tokens: int | None = None) -> dict:
+    """Sliding-window perplexity of a 1-D token stream (the Hugging Face recipe, corrected).
+
+    Windows of `max_length` tokens start every `stride` tokens; each token is
+    scored once, in the first window where it is new, so with stride < max_length
+    every scored token still sees at least max_length - stride tokens of
+    context. NLL is summed per token, not averaged per window (windows differ
+    in size). stride = max_length gives non-overlapping windows, which is
+    faster and a little pessimistic.
+    """
+    stride = stride or max_length // 2
+    if not 0 < stride <= max_length:
+        raise ValueError(f"stride must be in (0, max_length], got {stride}")
+    tokens = tokens.flatten()
+    if max_tokens:
+        tokens = tokens[:max_tokens]
+    if tokens.numel() < 2:
+        raise ValueError("need at least 2 tokens to measure perplexity")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    nll, count, prev_end = 0.0, 0, 0
+    for begin in range(0, tokens.numel(), stride):
+        end = min(begin + max_length, tokens.numel())
+        window = tokens[begin:end].to(device)[None]
+        new = end - prev_end                    # tokens not scored by an earlier window
+        logits = _logits(model, window)[0, :-1].float()
+        targets = window[0, 1:]
+        logp = torch.log_softmax(logits, -1).gather(-1, targets[:, None])[:, 0]
+        scored = logp[-min(new, logp.numel()):]  # the first token of the stream has no prediction
+        nll -= scored.sum().item()
+        count += scored.numel()
+        prev_end = end
+        if end == tokens.numel():
+            break
+    model.train(was_training)
+    return dict(loss=nll / count, ppl=math.exp(nll / count), tokens=count)
+
+
+class LiveLossPlot:
+    """A training callback that redraws a loss curve in a notebook as records arrive.
+
+    Pass it as ``train(..., callback=LiveLossPlot())``. It draws with
+    matplotlib into one display slot that it updates in place, so it shows up
+    in JupyterLab, in exported notebooks and in a terminal-less CI run alike.
+    """
+
+    def __init__(self, every: int = 1, keys: tuple[str, ...] = ("loss",), title: str = "training loss"):
+        self.every, self.keys, self.title = every, keys, title
+        self.records: list[dict] = []
+        self._handle = None
+
+    def __call__(self, record: dict) -> None:
+        self.records.append(record)
+        if len(self.records) % self.every:
+            return
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        fig, ax = plt.subplots(figsize=(6, 3))
+        for key in self.keys:
+            points = [(r["step"], r[key]) for r in self.records if key in r]
+            if points:
+                ax.plot(*zip(*points), label=key, marker="." if len(points) < 30 else None)
+        ax.set_xlabel("step")
+        ax.set_title(self.title)
+        ax.legend()
+        fig.tight_layout()
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+        plt.close(fig)

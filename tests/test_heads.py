@@ -1,0 +1,74 @@
+"""Head detectors: planted heads rank first; bridge and Hugging Face patterns agree."""
+
+import pytest
+import torch
+
+import phi4lab
+from phi4lab.analysis import heads
+from phi4lab.config import scaled
+
+P = 10  # period of the repeated sequence
+
+
+def uniform_causal(L=3, B=2, H=4, T=2 * P):
+    causal = torch.tril(torch.ones(T, T))
+    return (causal / causal.sum(-1, keepdim=True)).expand(L, B, H, T, T).clone()
+
+
+def plant(patterns, layer, head, offset):
+    T = patterns.shape[-1]
+    target = torch.zeros(T, T)
+    for q in range(T):
+        target[q, max(q - offset, 0) if q >= offset else 0] = 1.0
+    patterns[layer, :, head] = target
+    return patterns
+
+
+def test_planted_previous_token_head_ranks_first():
+    pat = plant(uniform_causal(), 2, 1, offset=1)
+    (layer, head, score), second = heads.top_heads(heads.previous_token_scores(pat), 2)
+    assert (layer, head) == (2, 1) and score == pytest.approx(1.0)
+    assert second[2] < 0.6
+
+
+def test_planted_induction_head_ranks_first_and_scores_one():
+    pat = plant(uniform_causal(), 1, 3, offset=P - 1)
+    scores = heads.induction_scores(pat, P)
+    (layer, head, score), = heads.top_heads(scores, 1)
+    assert (layer, head) == (1, 3) and score == pytest.approx(1.0)
+    # the same head is not a duplicate-token head (it looks one position further)
+    assert heads.duplicate_token_scores(pat, P)[1, 3] == pytest.approx(0.0)
+
+
+def test_planted_duplicate_and_sink_heads():
+    pat = plant(uniform_causal(), 0, 0, offset=P)
+    assert heads.top_heads(heads.duplicate_token_scores(pat, P), 1)[0][:2] == (0, 0)
+    pat = uniform_causal()
+    pat[2, :, 2] = 0
+    pat[2, :, 2, :, 0] = 1
+    assert heads.top_heads(heads.sink_scores(pat), 1)[0][:2] == (2, 2)
+
+
+def test_group_by_kv_head():
+    scores = torch.arange(2 * 8.0).reshape(2, 8)
+    grouped = heads.by_kv_group(scores, 2)
+    assert grouped.shape == (2, 2, 4) and grouped[1, 1, 0] == scores[1, 4]
+
+
+def test_patterns_from_bridge_and_hugging_face_agree():
+    from phi4lab.loading import random_hf_model
+    cfg = scaled(d_model=64, n_layers=2)
+    hf = random_hf_model(cfg, seed=3).eval()
+    bridge = phi4lab.load(config=cfg, seed=3)
+    tokens = heads.random_repeated_tokens(8, 2, 2, vocab=1000, seed=0)
+    a = heads.attention_patterns(hf, tokens)
+    b = heads.attention_patterns(bridge, tokens)
+    assert a.shape == (2, 2, 8, 16, 16)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(a.sum(-1), torch.ones(a.shape[:-1]), atol=1e-5, rtol=0)
+
+
+def test_random_repeated_tokens_respects_exclusions():
+    x = heads.random_repeated_tokens(25, 3, 4, vocab=30, exclude={0, 1, 2}, seed=0)
+    assert x.shape == (4, 75) and x.min() >= 3 and x.max() < 30
+    assert torch.equal(x[:, :25], x[:, 25:50]) and torch.equal(x[:, :25], x[:, 50:])

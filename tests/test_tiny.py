@@ -1,0 +1,133 @@
+"""phi4-tiny: the recipe's pieces, and the shipped model's shape and structure."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import phi4lab
+from phi4lab import tiny
+from phi4lab.analysis import heads
+from phi4lab.data import Document
+
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "phi4-tiny"
+
+
+def test_tiny_config_keeps_phi4_ratios():
+    cfg = tiny.tiny_config()
+    assert cfg.num_hidden_layers >= 4
+    assert cfg.num_attention_heads == 4 * cfg.num_key_value_heads
+    assert cfg.rope_parameters["rope_theta"] == 250_000 and cfg.hidden_act == "silu"
+    assert cfg.intermediate_size == round(3.5 * cfg.hidden_size)
+    assert cfg.tie_word_embeddings is False and cfg.max_position_embeddings >= 256
+    assert cfg.eos_token_id == cfg.vocab_size - 2 and cfg.bos_token_id == cfg.vocab_size - 5
+
+
+def test_trained_tokenizer_has_specials_last_and_round_trips():
+    text = "def hello(name):\n    return f'Hello, {name}!'  # grüße, 世界 🙂\n" * 20
+    tok = tiny.train_tokenizer([text, "To be, or not to be: that is the question."], vocab_size=300)
+    assert len(tok) == 300
+    assert [tok.convert_ids_to_tokens(i) for i in range(295, 300)] == tiny.TINY_SPECIALS
+    for sample in (text, "never seen: ñ ß ✓ 42", "<|im_start|>user<|im_sep|>hi<|im_end|>"):
+        ids = tok(sample, add_special_tokens=False)["input_ids"]
+        assert tok.decode(ids) == sample
+    assert tok("<|im_end|>", add_special_tokens=False)["input_ids"] == [298]
+
+
+def test_mixture_sampler_is_deterministic_and_follows_the_mixture():
+    streams = {"prose": torch.arange(10_000) % 300, "code": 300 + torch.arange(10_000) % 300}
+    sampler = tiny.MixtureSampler(streams, n_ordinary=1000, batch_size=16, seq_len=64, seed=0)
+    assert torch.equal(sampler(7), sampler(7)) and not torch.equal(sampler(7), sampler(8))
+    rows = torch.cat([sampler(i) for i in range(100)])
+    is_prose = (rows < 300).all(1)
+    is_code = ((rows >= 300) & (rows < 600)).all(1)
+    synthetic = ~(is_prose | is_code)
+    for share, mask in ((tiny.MIXTURE["prose"], is_prose), (tiny.MIXTURE["code"], is_code),
+                        (tiny.MIXTURE["synthetic"], synthetic)):
+        assert abs(mask.float().mean().item() - share) < 0.05
+    # synthetic rows repeat with a period in the configured range
+    row = rows[synthetic.nonzero()[0, 0]]
+    period = next(k for k in range(*tiny.SYNTHETIC_SEGMENT, ) if torch.equal(row[k:], row[:-k]))
+    assert tiny.SYNTHETIC_SEGMENT[0] <= period <= tiny.SYNTHETIC_SEGMENT[1]
+
+
+def test_token_stream_separates_documents():
+    with pytest.raises(ValueError, match="only supports"):
+        tiny.train_tokenizer(["alpha beta gamma " * 50], vocab_size=300)
+    tok = tiny.train_tokenizer(["alpha beta gamma " * 50], vocab_size=270)
+    docs = [Document("prose/a", "prose", "alpha beta"), Document("prose/b", "prose", "gamma"),
+            Document("code/c.py", "code", "x = 1")]
+    stream = tiny.token_stream(tok, docs, "prose")
+    eot = tok.convert_tokens_to_ids("<|endoftext|>")
+    assert (stream == eot).sum() == 2 and stream[-1] == eot
+    assert tok.decode(stream.tolist()) == "alpha beta<|endoftext|>gamma<|endoftext|>"
+
+
+# ------------------------------------------------------------------ the shipped model
+
+needs_shipped = pytest.mark.skipif(not (SHIPPED / "model.safetensors").exists(), reason="phi4-tiny not built")
+
+
+@needs_shipped
+def test_shipped_files_are_small_and_complete():
+    names = {p.name for p in SHIPPED.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "metrics.json", "training_log.json",
+            "corpus_manifest.json"} <= names
+    total = sum(p.stat().st_size for p in SHIPPED.iterdir())
+    assert total <= 20 * 2**20, f"{total / 2**20:.1f} MiB"
+    assert not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)
+
+
+@needs_shipped
+def test_shipped_model_loads_with_its_tokenizer_and_predicts_text():
+    model = phi4lab.load("phi4-tiny")
+    assert model.cfg.n_layers >= 4 and model.cfg.d_vocab == tiny.TINY_VOCAB
+    assert model.tokenizer.convert_ids_to_tokens(tiny.TINY_VOCAB - 2) == "<|im_end|>"
+    text = "    def __init__(self, name):\n        self.name = name\n"
+    tokens = model.to_tokens(text)
+    loss = model(tokens, return_type="loss").item()
+    assert loss < 3.0, f"a trained model should predict simple Python well, got loss {loss:.2f}"
+
+
+def _fresh_scores(model):
+    """Measured fresh with phi4lab's detectors, on other random tokens and text than training used."""
+    n_ordinary = tiny.TINY_VOCAB - len(tiny.TINY_SPECIALS)
+    rep = heads.random_repeated_tokens(25, 2, 8, vocab=n_ordinary, seed=12345)
+    induction = heads.induction_scores(heads.attention_patterns(model, rep), 25)
+    prose = model.to_tokens("ROMEO. But soft, what light through yonder window breaks? It is the east, "
+                            "and Juliet is the sun. Arise, fair sun, and kill the envious moon, who is "
+                            "already sick and pale with grief.")
+    previous = heads.previous_token_scores(heads.attention_patterns(model, prose))
+    return induction, previous
+
+
+@needs_shipped
+def test_shipped_model_has_a_previous_token_head():
+    _, previous = _fresh_scores(phi4lab.load("phi4-tiny"))
+    assert previous.max() >= 0.4, heads.top_heads(previous, 3)
+
+
+@needs_shipped
+def test_shipped_induction_score_matches_its_metrics():
+    induction, _ = _fresh_scores(phi4lab.load("phi4-tiny"))
+    metrics = json.loads((SHIPPED / "metrics.json").read_text())
+    assert abs(induction.max().item() - metrics["final"]["induction_score"]) < 0.05
+
+
+@needs_shipped
+@pytest.mark.xfail(strict=True, reason="known gap: phi4-tiny's 2,400-step recipe does not yet reach the "
+                                       "induction phase change (issue 4); this passes once a recipe does")
+def test_shipped_model_has_an_induction_head():
+    induction, _ = _fresh_scores(phi4lab.load("phi4-tiny"))
+    assert induction.max() >= 0.4, heads.top_heads(induction, 3)
+
+
+@needs_shipped
+def test_shipped_metrics_agree_with_the_log():
+    metrics = json.loads((SHIPPED / "metrics.json").read_text())
+    log = json.loads((SHIPPED / "training_log.json").read_text())
+    assert metrics["final"] == log[-1]
+    assert metrics["final"]["prev_token_score"] >= 0.4
+    from phi4lab.loading import hf_state_dict
+    assert metrics["parameters"] == sum(t.numel() for t in hf_state_dict(phi4lab.load("phi4-tiny")).values())

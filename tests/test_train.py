@@ -1,0 +1,174 @@
+"""The training loop: loss, accumulation, precision, resume, refusal, perplexity, accelerate."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from phi4lab.config import scaled
+from phi4lab.loading import random_hf_model
+from phi4lab.memory import InsufficientMemoryError
+from phi4lab.train import TrainConfig, lm_loss, perplexity, train
+
+V = 97
+
+
+def small_model(seed=0):
+    return random_hf_model(scaled(d_model=32, n_layers=2, n_kv_heads=1, vocab_size=V), seed=seed)
+
+
+def batches(batch=4, seq=16, seed=0):
+    def get(i):
+        g = torch.Generator().manual_seed(seed * 7919 + i)
+        return torch.randint(0, V, (batch, seq), generator=g)
+    return get
+
+
+def quiet(**kw):
+    base = dict(steps=4, lr=1e-2, warmup_steps=1, log_every=1, progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_lm_loss_is_hugging_face_loss():
+    model = small_model()
+    x = batches()(0)
+    out = model(x, labels=x)
+    torch.testing.assert_close(lm_loss(out.logits, x), out.loss)
+
+
+def test_training_overfits_one_batch():
+    model = small_model()
+    fixed = batches()(0)
+    history = train(model, lambda i: fixed, quiet(steps=60, lr=3e-3, warmup_steps=5))
+    assert history[0]["loss"] > math.log(V) - 0.5
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    assert [r["step"] for r in history] == list(range(1, 61))
+
+
+def test_grad_accumulation_equals_the_big_batch():
+    big = batches(batch=8)
+    halves = lambda i: big(i // 2)[(i % 2) * 4:(i % 2) * 4 + 4]
+    a, b = small_model(), small_model()
+    # LARS without weight decay is plain SGD with momentum: its update is proportional to the
+    # gradient. (Adam divides by sqrt(v), which turns float rounding in near-zero gradients into
+    # full-size steps of either sign, so it can't show equality this tightly.)
+    sgd = dict(steps=3, grad_clip=None, optimizer="lars", weight_decay=0.0, lr=0.5)
+    train(a, big, quiet(**sgd))
+    train(b, halves, quiet(grad_accum=2, **sgd))
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, atol=2e-6, rtol=1e-5, msg=name)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    straight = small_model()
+    train(straight, batches(), quiet(steps=6))
+    interrupted = small_model()
+    data = batches()
+
+    def dies_at_step_5(i):
+        if i == 4:
+            raise KeyboardInterrupt      # the power goes out during step 5
+        return data(i)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, dies_at_step_5, quiet(steps=6, checkpoint_every=3, out_dir=str(tmp_path)))
+    # a new process builds a fresh model and calls train again with the same config
+    fresh = small_model(seed=123)
+    history = train(fresh, batches(), quiet(steps=6, out_dir=str(tmp_path)))
+    assert [r["step"] for r in history] == list(range(1, 7))
+    for p, q in zip(straight.parameters(), fresh.parameters()):
+        torch.testing.assert_close(p, q)
+    files = sorted(p.name for p in (tmp_path / "checkpoint").iterdir())
+    assert files == ["history.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"]
+    log = json.loads((tmp_path / "metrics.json").read_text())
+    assert log["config"]["steps"] == 6 and len(log["history"]) == 6
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_modes_train(precision):
+    model = small_model()
+    fixed = batches()(0)
+    history = train(model, lambda i: fixed, quiet(steps=25, lr=3e-3, precision=precision))
+    assert history[-1]["loss"] < history[0]["loss"] - 0.3
+    assert all(p.dtype == torch.float32 for p in model.parameters()), "master weights stay fp32"
+    if precision == "fp16":
+        assert history[-1]["loss_scale"] > 0
+
+
+def test_too_big_a_run_is_refused_before_training():
+    model = small_model()
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(InsufficientMemoryError, match="training"):
+        train(model, batches(), quiet(), memory_budget_bytes=10_000)
+    assert all(torch.equal(p, q) for p, q in zip(before, model.parameters()))
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="precision"):
+        train(small_model(), batches(), quiet(precision="fp8"))
+
+
+def _direct_nll(model, stream, length):
+    total, count = 0.0, 0
+    for begin in range(0, len(stream), length):
+        window = stream[begin:begin + length][None]
+        if window.shape[1] < 2:
+            break
+        out = model(window, labels=window)
+        n = window.shape[1] - 1
+        total += out.loss.item() * n
+        count += n
+    return total, count
+
+
+def test_perplexity_matches_direct_computation():
+    model = small_model().eval()
+    stream = batches(batch=1, seq=100)(0)[0]
+    with torch.no_grad():
+        total, count = _direct_nll(model, stream, 32)
+        res = perplexity(model, stream, max_length=32, stride=32)
+        strided = perplexity(model, stream, max_length=32, stride=8)
+    assert res["tokens"] == count
+    assert res["loss"] == pytest.approx(total / count, rel=1e-5)
+    assert res["ppl"] == pytest.approx(math.exp(total / count), rel=1e-5)
+    assert strided["tokens"] == len(stream) - 1, "each token after the first is scored exactly once"
+    with pytest.raises(ValueError, match="stride"):
+        perplexity(model, stream, max_length=32, stride=64)
+
+
+SCRIPT = Path(__file__).with_name("accelerate_train_script.py")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU (gloo) path")
+def test_loop_runs_unchanged_under_accelerate_with_two_processes(tmp_path):
+    """`accelerate launch` with 2 processes on the CPU (gloo): same weights as one process, same global batch.
+
+    On a machine without GPUs, accelerate's multi-process launcher (torchrun underneath) starts the
+    processes, and phi4lab.train's Accelerator(cpu=True) joins them as a MULTI_CPU group.
+    """
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = tmp_path / "one.safetensors"
+    two = tmp_path / "two.safetensors"
+    subprocess.run([sys.executable, str(SCRIPT), str(one)], check=True, env=env, timeout=300)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              str(SCRIPT), str(two)]
+    done = subprocess.run(launch, env=env, timeout=300, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank=0 world=2 type=DistributedType.MULTI_CPU" in done.stdout, done.stdout
+    assert "rank=1 world=2" in done.stdout
+    from safetensors.torch import load_file
+    a, b = load_file(one), load_file(two)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
+    # and training did move the weights
+    start = small_model().state_dict()
+    assert any(not torch.allclose(start[k], a[k]) for k in a)
