@@ -1,0 +1,390 @@
+"""The tokenizer explorer: see exactly how a tokenizer cuts your text.
+
+Everything here renders to one self-contained HTML string (inline CSS, no
+JavaScript, no CDN), so it shows the same in JupyterLab, in an exported
+notebook and offline. ``explore()`` wraps it in ipywidgets for live typing.
+
+A few details make the picture honest:
+
+* **Spans follow graphemes.** A byte-level tokenizer may cut "é" (2 bytes) or
+  "👍🏽" (8 bytes) between tokens. A span that ends mid-character cannot be
+  drawn, so tokens are grouped until their boundary falls between two
+  graphemes (user-perceived characters, regex ``\\X``); the hover text lists
+  every id in the group.
+* **Whitespace is visible** on request: · for a space, → for a tab, ↵ for a
+  newline. Control characters always show as their Unicode "control
+  picture" (␀ ␇ ...), never as raw bytes.
+* **Nothing is lost on big or broken input.** A huge paste is counted in full
+  but drawn only up to ``max_chars``, with a notice. Lone surrogates (which
+  cannot be UTF-8 encoded) are replaced by U+FFFD, with a notice. Special-token
+  strings typed by a user stay plain text unless ``allow_special=True``.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+
+import regex
+
+from .tokenizer import bytes_to_unicode, encode_text
+
+MAX_CHARS = 20_000
+PALETTE = ["#fde2e4", "#e2ece9", "#dfe7fd", "#fff1c1", "#e8dff5", "#d7f0db", "#fce1c8", "#dbeffa"]
+_BYTE_OF_CHAR = {c: b for b, c in bytes_to_unicode().items()}
+
+
+# ---------------------------------------------------------------- tokenizers, uniformly
+
+class Tok:
+    """A tokenizer seen the same way whatever it is: text -> [(id, bytes)], plus a name."""
+
+    def __init__(self, name: str, encode, token_bytes, vocab_size: int | None = None, special=lambda i: False):
+        self.name, self._encode, self._bytes, self.vocab_size, self.is_special = name, encode, token_bytes, vocab_size, special
+
+    def tokens(self, text: str, allow_special: bool = False) -> list[tuple[int, bytes]]:
+        ids = self._encode(text, allow_special)
+        return [(i, self._bytes(i)) for i in ids]
+
+    # ---- adapters
+
+    @classmethod
+    def hf(cls, tokenizer, name: str | None = None) -> "Tok":
+        """A Hugging Face byte-level BPE tokenizer (Phi-4's, phi4-tiny's)."""
+        specials = {i for i in tokenizer.all_special_ids} | set(getattr(tokenizer, "added_tokens_decoder", {}))
+
+        def token_bytes(i: int) -> bytes:
+            piece = tokenizer.convert_ids_to_tokens(i)
+            if i in specials or piece is None:
+                return (piece or "").encode("utf-8")
+            return bytes(_BYTE_OF_CHAR[c] for c in piece)
+
+        return cls(name or tokenizer.name_or_path, lambda t, a: encode_text(tokenizer, t, allow_special=a),
+                   token_bytes, len(tokenizer), special=lambda i: i in specials)
+
+    @classmethod
+    def bytes_baseline(cls) -> "Tok":
+        """One token per UTF-8 byte: what a model without a learned vocabulary would see."""
+        return cls("bytes", lambda t, a: list(t.encode("utf-8")), lambda i: bytes([i]), 256)
+
+    @classmethod
+    def bpe(cls, model, name: str = "phi4lab.bpe") -> "Tok":
+        """A phi4lab.bpe.BPE tokenizer."""
+        inverse = {i: s for s, i in model.special_tokens.items()}
+        return cls(name, lambda t, a: model.encode(t, allowed_special="all" if a else "none"),
+                   lambda i: inverse[i].encode() if i in inverse else model.vocab[i], len(model),
+                   special=lambda i: i in inverse)
+
+
+def phi4() -> Tok:
+    from .tokenizer import phi4_tokenizer
+    return Tok.hf(phi4_tokenizer(), "Phi-4 (cl100k)")
+
+
+# ---------------------------------------------------------------- spans
+
+@dataclass
+class Span:
+    start: int                 # character offsets into the (cleaned) text
+    end: int
+    text: str
+    ids: list[int]
+    pieces: list[bytes]
+    special: bool = False
+    loss: float | None = None  # mean per-token loss, when a model is linked
+    norm: float | None = None  # mean embedding norm of its ids
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(p) for p in self.pieces)
+
+
+@dataclass
+class Tokenized:
+    """What the explorer knows about one text under one tokenizer."""
+    tokenizer: str
+    text: str                  # the text as tokenized (after cleaning), perhaps truncated
+    spans: list[Span]
+    n_tokens: int              # over the FULL text, even when it was truncated for display
+    n_chars: int
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def chars_per_token(self) -> float:
+        return self.n_chars / self.n_tokens if self.n_tokens else 0.0
+
+    def boundaries(self) -> set[int]:
+        return {s.end for s in self.spans}
+
+
+def clean(text: str) -> tuple[str, list[str]]:
+    """Replace lone surrogates (not encodable as UTF-8) by U+FFFD; say so."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    bad = sum(1 for c in text if 0xD800 <= ord(c) <= 0xDFFF)
+    if not bad:
+        return text, []
+    fixed = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    fixed = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in fixed)
+    return fixed, [f"{bad} lone surrogate code point(s) cannot be encoded as UTF-8 and were replaced by U+FFFD"]
+
+
+def grapheme_ends(text: str) -> set[int]:
+    """Byte offsets (in UTF-8) at which a grapheme cluster ends."""
+    ends, pos = set(), 0
+    for g in regex.findall(r"\X", text):
+        pos += len(g.encode("utf-8"))
+        ends.add(pos)
+    return ends
+
+
+def tokenize(tok: Tok, text: str, allow_special: bool = False, max_chars: int = MAX_CHARS) -> Tokenized:
+    """Tokenize, then group tokens into grapheme-aligned spans for display."""
+    text, notices = clean(text)
+    full_count = len(tok.tokens(text, allow_special)) if len(text) > max_chars else None
+    shown = text
+    if len(text) > max_chars:
+        shown = text[:max_chars]
+        notices.append(f"showing the first {max_chars:,} of {len(text):,} characters; "
+                       f"the counts below are for the whole text")
+    tokens = tok.tokens(shown, allow_special)
+    data = shown.encode("utf-8")
+    ends = grapheme_ends(shown)
+    char_at = _byte_to_char(shown)      # byte offset -> character offset, to cut the text at span ends
+
+    spans, group, start_byte, pos = [], [], 0, 0
+    for tid, piece in tokens:
+        group.append((tid, piece))
+        if data[pos:pos + len(piece)] != piece:
+            # Phi-4's <|dummy_*|> tokens swallow the spaces around them (lstrip/rstrip): skip the
+            # swallowed whitespace, which then shows inside this token's span.
+            found = data.find(piece, pos)
+            if found >= 0 and not data[pos:found].strip():
+                pos = found
+        pos += len(piece)
+        if pos in ends or pos >= len(data):
+            s, e = char_at.get(start_byte, 0), char_at.get(pos, len(shown))
+            spans.append(Span(s, e, shown[s:e], [t for t, _ in group], [p for _, p in group],
+                              special=any(tok.is_special(t) for t, _ in group)))
+            group, start_byte = [], pos
+    if group:                                   # trailing bytes that never reached a boundary
+        s = char_at.get(start_byte, len(shown))
+        spans.append(Span(s, len(shown), shown[s:], [t for t, _ in group], [p for _, p in group]))
+    n_tokens = full_count if full_count is not None else len(tokens)
+    return Tokenized(tok.name, shown, spans, n_tokens, len(text), notices)
+
+
+def _byte_to_char(text: str) -> dict[int, int]:
+    out, b = {0: 0}, 0
+    for i, ch in enumerate(text, 1):
+        b += len(ch.encode("utf-8"))
+        out[b] = i
+    return out
+
+
+# ---------------------------------------------------------------- rendering
+
+CSS = """
+<style>
+.p4x {font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; line-height: 1.9;}
+.p4x .tok {border-radius: 3px; padding: 1px 0; margin-right: 1px; white-space: pre-wrap;}
+.p4x .tok:hover {outline: 2px solid #333;}
+.p4x .special {border: 1px solid #c0392b; font-weight: bold;}
+.p4x .flag {outline: 2px dashed #c0392b;}
+.p4x .diff {box-shadow: inset 0 -3px 0 #e67e22;}
+.p4x .ids {color: #666; font-size: 10px; vertical-align: sub; margin-left: 1px;}
+.p4x .stats {color: #333; margin: 4px 0; font-family: sans-serif;}
+.p4x .notice {color: #a04000; font-family: sans-serif; margin: 4px 0;}
+.p4x .role {border-bottom: 3px solid; padding-bottom: 2px;}
+.p4x table td {vertical-align: top; padding: 4px 8px;}
+</style>
+"""
+
+CONTROL_PICTURES = {i: chr(0x2400 + i) for i in range(32)} | {0x7F: "\u2421"}
+
+
+def visible(text: str, whitespace: bool) -> str:
+    out = []
+    for ch in text:
+        if whitespace and ch == " ":
+            out.append("·")
+        elif whitespace and ch == "\t":
+            out.append("→\t")
+        elif whitespace and ch == "\n":
+            out.append("↵\n")
+        elif ch == "\n" or ch == "\t":
+            out.append(ch)
+        elif ord(ch) in CONTROL_PICTURES:
+            out.append(CONTROL_PICTURES[ord(ch)])
+        else:
+            out.append(ch)
+    return html.escape("".join(out))
+
+
+def _loss_colour(loss: float, top: float = 10.0) -> str:
+    x = max(0.0, min(loss / top, 1.0))           # 0 nats: white, >= 10 nats: deep red
+    return f"rgb(255,{int(255 - 180 * x)},{int(255 - 200 * x)})"
+
+
+def render(t: Tokenized, *, whitespace: bool = False, show_ids: bool = False, byte_view: bool = False,
+           diff: set[int] | None = None, flag_ids: set[int] = frozenset()) -> str:
+    """HTML for one tokenized text: coloured spans, hover text with ids and bytes, and stats."""
+    parts = []
+    for k, s in enumerate(t.spans):
+        colour = _loss_colour(s.loss) if s.loss is not None else PALETTE[k % len(PALETTE)]
+        classes = ["tok"] + (["special"] if s.special else []) + (["flag"] if flag_ids & set(s.ids) else [])
+        if diff is not None and (s.end in diff or s.start in diff):
+            classes.append("diff")
+        tip = [f"ids {s.ids}", "bytes " + " ".join(p.hex(" ") for p in s.pieces)]
+        if len(s.ids) > 1:
+            tip.append(f"{len(s.ids)} tokens cut inside one character: drawn as one span")
+        if s.loss is not None:
+            tip.append(f"loss {s.loss:.2f} nats")
+        if s.norm is not None:
+            tip.append(f"embedding norm {s.norm:.2f}")
+        body = " ".join(p.hex() for p in s.pieces) + " " if byte_view else visible(s.text, whitespace)
+        ids = f'<span class="ids">{",".join(map(str, s.ids))}</span>' if show_ids else ""
+        parts.append(f'<span class="{" ".join(classes)}" style="background:{colour}" '
+                     f'title="{html.escape(" | ".join(tip))}">{body}{ids}</span>')
+    notices = "".join(f'<div class="notice">⚠ {html.escape(n)}</div>' for n in t.notices)
+    stats = (f'<div class="stats"><b>{html.escape(t.tokenizer)}</b>: {t.n_tokens:,} tokens, {t.n_chars:,} characters, '
+             f'{t.chars_per_token:.2f} characters per token</div>')
+    if not t.text:
+        return CSS + f'<div class="p4x">{stats}<div class="notice">(empty text: nothing to tokenize)</div></div>'
+    return CSS + f'<div class="p4x">{stats}{notices}<div>{"".join(parts)}</div></div>'
+
+
+def compare(text: str, tokenizers: list[Tok], *, whitespace: bool = True, allow_special: bool = False,
+            max_chars: int = MAX_CHARS) -> tuple[str, list[Tokenized]]:
+    """Side by side: the same text under several tokenizers. Cuts not shared by all are underlined."""
+    results = [tokenize(t, text, allow_special, max_chars) for t in tokenizers]
+    common = set.intersection(*(r.boundaries() for r in results)) if results else set()
+    rows = []
+    for r in results:
+        differ = r.boundaries() - common
+        body = render(r, whitespace=whitespace, diff=differ).replace(CSS, "")
+        rows.append(f"<tr><td>{body}<div class='stats'>{len(differ)} cut(s) not shared by all</div></td></tr>")
+    return CSS + f"<div class='p4x'><table>{''.join(rows)}</table></div>", results
+
+
+# ---------------------------------------------------------------- chat view
+
+ROLE_COLOURS = {"system": "#8e44ad", "user": "#2471a3", "assistant": "#1e8449"}
+
+
+def chat_view(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> tuple[str, str]:
+    """Render a conversation with the tokenizer's chat template; role spans underlined, specials boxed.
+
+    Returns (html, the templated text).
+    """
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    t = tokenize(Tok.hf(tokenizer, "chat"), text, allow_special=True)
+    # the role of each span: the last "<|im_start|>ROLE" seen before it
+    role, html_parts, expect_role = None, [], False
+    for k, s in enumerate(t.spans):
+        if s.text == "<|im_start|>":
+            expect_role = True
+        elif expect_role and s.text.strip() in ROLE_COLOURS:
+            role, expect_role = s.text.strip(), False
+        colour = ROLE_COLOURS.get(role, "#999")
+        cls = "tok special" if s.special else "tok"
+        html_parts.append(f'<span class="{cls} role" style="border-bottom-color:{colour};background:'
+                          f'{PALETTE[k % len(PALETTE)]}" title="{html.escape(f"ids {s.ids} | role {role}")}">'
+                          f"{visible(s.text, False)}</span>")
+        if s.text == "<|im_end|>":
+            role = None
+    legend = " ".join(f'<span style="border-bottom:3px solid {c}">{r}</span>' for r, c in ROLE_COLOURS.items())
+    stats = f'<div class="stats">{t.n_tokens} tokens · roles: {legend} · special tokens boxed in red</div>'
+    return CSS + f'<div class="p4x">{stats}<div>{"".join(html_parts)}</div></div>', text
+
+
+# ---------------------------------------------------------------- linked to a model
+
+def attach_model(t: Tokenized, model) -> Tokenized:
+    """Colour spans by per-token loss under `model` and record each span's embedding norm.
+
+    The loss of token i is -log p(token i | tokens before it); the first token
+    has no prediction and gets none. Works with a phi4lab/TransformerLens model.
+    """
+    import torch
+
+    ids = [i for s in t.spans for i in s.ids]
+    if not ids:
+        return t
+    with torch.no_grad():
+        tokens = torch.tensor([ids])
+        logits = model(tokens)
+        logits = logits if torch.is_tensor(logits) else logits.logits
+        logp = torch.log_softmax(logits[0, :-1].float(), -1)
+        losses = [math.nan] + (-logp.gather(-1, tokens[0, 1:, None])[:, 0]).tolist()
+        norms = model.W_E[tokens[0]].norm(dim=-1).tolist()
+    k = 0
+    for s in t.spans:
+        n = len(s.ids)
+        span_losses = [x for x in losses[k:k + n] if not math.isnan(x)]
+        s.loss = sum(span_losses) / len(span_losses) if span_losses else None
+        s.norm = sum(norms[k:k + n]) / n
+        k += n
+    return t
+
+
+def embedding_outliers(model, tokenizer=None, z: float = 3.0) -> dict[int, float]:
+    """Ids whose embedding norm is far from typical (|z-score| > z): untrained rows stand out.
+
+    Rows never seen in training (Phi-4's <|dummy_*|> ids, or special tokens a
+    small model never met) keep their initial norm while trained rows drift.
+    With a tokenizer, every <|dummy_*|> id is included too.
+    """
+    norms = model.W_E.norm(dim=-1).detach()
+    mean, std = norms.mean(), norms.std()
+    out = {int(i): float(norms[i]) for i in ((norms - mean).abs() > z * std).nonzero().flatten()}
+    if tokenizer is not None:
+        for i in getattr(tokenizer, "added_tokens_decoder", {}):
+            if str(tokenizer.convert_ids_to_tokens(i)).startswith("<|dummy") and i < len(norms):
+                out[int(i)] = float(norms[i])
+    return out
+
+
+# ---------------------------------------------------------------- the widget
+
+def page(text: str, tokenizers: list[Tok], *, whitespace: bool = True, show_ids: bool = False,
+         byte_view: bool = False, allow_special: bool = False, model=None, max_chars: int = MAX_CHARS) -> str:
+    """The explorer's HTML for a text: a comparison of several tokenizers, or detailed views of each."""
+    if len(tokenizers) > 1 and not (show_ids or byte_view or model is not None):
+        return compare(text, tokenizers, whitespace=whitespace, allow_special=allow_special, max_chars=max_chars)[0]
+    views = []
+    # with a model, ids whose embedding norm is an outlier (untrained rows, dummies) get a dashed outline
+    flags = set(embedding_outliers(model, getattr(model, "tokenizer", None))) if model is not None else set()
+    for tok in tokenizers:
+        t = tokenize(tok, text, allow_special, max_chars)
+        if model is not None:
+            attach_model(t, model)
+        views.append(render(t, whitespace=whitespace, show_ids=show_ids, byte_view=byte_view, flag_ids=flags))
+    return "".join(views)
+
+
+def explore(text: str = "Phi-4 cuts text into tokens: 1234567, naïve, 👍🏽!", tokenizers: list[Tok] | None = None,
+            model=None):
+    """An ipywidgets explorer: type text, toggle whitespace, ids, bytes and specials, compare tokenizers.
+
+    The page is an ``ipywidgets.HTML`` whose value is the self-contained HTML of ``page()``.
+    """
+    import ipywidgets as w
+
+    tokenizers = tokenizers or [phi4(), Tok.bytes_baseline()]
+    box = w.Textarea(value=text, layout=w.Layout(width="100%", height="90px"), continuous_update=False)
+    ws = w.Checkbox(value=True, description="show whitespace")
+    ids = w.Checkbox(value=False, description="show ids")
+    byte_view = w.Checkbox(value=False, description="byte view")
+    specials = w.Checkbox(value=False, description="parse special tokens")
+    out = w.HTML()
+
+    def redraw(*_):
+        out.value = page(box.value, tokenizers, whitespace=ws.value, show_ids=ids.value,
+                         byte_view=byte_view.value, allow_special=specials.value, model=model)
+
+    for control in (box, ws, ids, byte_view, specials):
+        control.observe(redraw, names="value")
+    redraw()
+    return w.VBox([box, w.HBox([ws, ids, byte_view, specials]), out])
