@@ -1,4 +1,4 @@
-"""Scores and lenses for looking inside a model: head detectors first."""
+"""Scores, lenses and interventions for looking inside a model."""
 
 from .heads import (
     attention_patterns,
@@ -9,11 +9,18 @@ from .heads import (
     sink_scores,
     top_heads,
 )
+from .interventions import ablate_heads, next_token_losses, patch
+from .lens import direct_logit_attribution, logit_lens
 
 __all__ = [
+    "ablate_heads",
     "attention_patterns",
+    "direct_logit_attribution",
     "duplicate_token_scores",
     "induction_scores",
+    "logit_lens",
+    "next_token_losses",
+    "patch",
     "previous_token_scores",
     "random_repeated_tokens",
     "sink_scores",

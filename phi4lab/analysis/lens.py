@@ -1,0 +1,58 @@
+"""The logit lens and direct logit attribution, on TransformerLens' ActivationCache.
+
+The residual stream is a running sum: the embedding, plus what each attention
+layer and each MLP writes into it. The final RMSNorm and the unembedding turn
+the sum into logits. Two ways to read it:
+
+- **Logit lens** (nostalgebraist 2020): apply the final norm and unembedding
+  to the residual stream *after each layer*, as if the model stopped there.
+  The answer often appears in middle layers and sharpens later.
+- **Direct logit attribution**: split the final residual into its terms
+  (embedding, each attention output, each MLP output), apply the final norm's
+  scale (fixed from the real forward pass, so the split is exact) and the
+  unembedding to each: how much did each component push the answer's logit?
+  The terms sum to the answer's logit.
+
+Both reuse TransformerLens' ``accumulated_resid`` and ``decompose_resid``;
+phi4lab only adds the unembedding and the checks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .interventions import check_tokens
+
+
+def _unembed(model, resid: torch.Tensor) -> torch.Tensor:
+    out = resid @ model.W_U
+    b = getattr(model, "b_U", None)
+    return out + b if b is not None else out
+
+
+@torch.no_grad()
+def logit_lens(model, tokens: torch.Tensor, cache=None) -> tuple[torch.Tensor, list[str]]:
+    """Logits read off the residual stream before each layer and after the last: [n_layers+1, batch, pos, vocab]."""
+    tokens = check_tokens(model, tokens)
+    if cache is None:
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith(("hook_resid_pre", "hook_resid_post",
+                                                                                    "ln_final.hook_scale")))
+    resid, labels = cache.accumulated_resid(apply_ln=True, return_labels=True)
+    return _unembed(model, resid), labels
+
+
+@torch.no_grad()
+def direct_logit_attribution(model, tokens: torch.Tensor, answers: torch.Tensor | list[int], pos: int = -1,
+                             cache=None) -> tuple[torch.Tensor, list[str]]:
+    """Each component's direct contribution to each answer's logit at `pos`: [n_components, batch, n_answers].
+
+    answers: one token id per prompt in the batch, or a [batch, n_answers] tensor.
+    """
+    tokens = check_tokens(model, tokens)
+    answers = torch.as_tensor(answers).reshape(tokens.shape[0], -1)
+    if cache is None:
+        _, cache = model.run_with_cache(tokens)
+    parts, labels = cache.decompose_resid(apply_ln=True, pos_slice=pos, return_labels=True)
+    # parts: [n_components, batch, d_model] at one position
+    directions = model.W_U[:, answers]                              # [d_model, batch, n_answers]
+    return torch.einsum("cbd,dba->cba", parts.squeeze(2) if parts.ndim == 4 else parts, directions), labels

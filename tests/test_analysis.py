@@ -1,0 +1,93 @@
+"""Logit lens, direct logit attribution, ablation and patching: identities that must hold."""
+
+import pytest
+import torch
+
+import phi4lab
+from phi4lab.analysis import ablate_heads, direct_logit_attribution, logit_lens, next_token_losses, patch
+from phi4lab.config import scaled
+
+
+@pytest.fixture(scope="module")
+def model():
+    return phi4lab.load(config=scaled(d_model=32, n_layers=2), seed=0)
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    return torch.randint(0, 1000, (2, 7), generator=torch.Generator().manual_seed(0))
+
+
+def test_logit_lens_ends_at_the_real_logits(model, tokens):
+    lens, labels = logit_lens(model, tokens)
+    assert lens.shape == (3, 2, 7, model.cfg.d_vocab) and labels[-1] == "final_post"
+    torch.testing.assert_close(lens[-1], model(tokens), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(lens[0], lens[-1], atol=1e-2)
+
+
+def test_direct_logit_attribution_sums_to_the_logit(model, tokens):
+    answers = [5, 9]
+    parts, labels = direct_logit_attribution(model, tokens, answers)
+    assert parts.shape == (len(labels), 2, 1) and labels[0] == "embed"
+    logits = model(tokens)[:, -1]
+    expected = logits[torch.arange(2), torch.tensor(answers)]
+    bias = model.b_U[torch.tensor(answers)]
+    torch.testing.assert_close(parts.sum(0)[:, 0] + bias, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_ablation_changes_the_output_unless_the_head_writes_nothing(model, tokens):
+    base = model(tokens)
+    zeroed = ablate_heads(model, tokens, [(1, 3)])
+    assert not torch.allclose(base, zeroed)
+    # a head whose output projection columns are zero has nothing to ablate
+    o = model.original_model.model.layers[0].self_attn.o_proj.weight
+    head_dim = model.cfg.d_head
+    saved = o[:, 2 * head_dim:3 * head_dim].clone()
+    with torch.no_grad():
+        o[:, 2 * head_dim:3 * head_dim] = 0
+    try:
+        torch.testing.assert_close(ablate_heads(model, tokens, [(0, 2)]), model(tokens))
+    finally:
+        with torch.no_grad():
+            o[:, 2 * head_dim:3 * head_dim] = saved
+
+
+def test_mean_ablation_differs_from_zero(model, tokens):
+    assert not torch.allclose(ablate_heads(model, tokens, [(0, 1)], kind="mean"),
+                              ablate_heads(model, tokens, [(0, 1)], kind="zero"))
+
+
+def test_patching_identities(model, tokens):
+    clean, corrupt = tokens, tokens.flip(-1)
+    # patching the whole final residual restores the clean logits exactly
+    restored = patch(model, clean, corrupt, "blocks.1.hook_resid_post")
+    torch.testing.assert_close(restored, model(clean), atol=1e-5, rtol=1e-5)
+    # patching a prompt with itself changes nothing
+    torch.testing.assert_close(patch(model, clean, clean, "blocks.0.attn.hook_z", head=1), model(clean))
+    # patching one position of the last layer's residual changes only that position's logits
+    one = patch(model, clean, corrupt, "blocks.1.hook_resid_post", positions=[3])
+    base = model(corrupt)
+    torch.testing.assert_close(one[:, 3], model(clean)[:, 3], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(one[:, :3], base[:, :3])
+
+
+def test_next_token_losses_match_the_mean(model, tokens):
+    logits = model(tokens)
+    per = next_token_losses(logits, tokens)
+    assert per.shape == (2, 6)
+    torch.testing.assert_close(per.mean(), model(tokens, return_type="loss"), atol=1e-5, rtol=1e-5)
+
+
+def test_bad_inputs_get_clear_errors(model, tokens):
+    with pytest.raises(IndexError, match="layers 0..1"):
+        ablate_heads(model, tokens, [(2, 0)])
+    with pytest.raises(IndexError, match="query heads 0..7"):
+        ablate_heads(model, tokens, [(0, 8)])
+    with pytest.raises(KeyError, match="blocks.0.attn.hook_z"):
+        patch(model, tokens, tokens, "blocks.0.attn.hook_zz")
+    with pytest.raises(ValueError, match="empty"):
+        logit_lens(model, torch.zeros(1, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match="context is 512"):
+        logit_lens(model, torch.zeros(1, 513, dtype=torch.long))
+    with pytest.raises(ValueError, match="same shape"):
+        patch(model, tokens, tokens[:, :5], "blocks.0.hook_resid_pre")
