@@ -309,15 +309,14 @@ def attach_model(t: Tokenized, model) -> Tokenized:
     """
     import torch
 
+    from .train import logits_of, next_token_losses
+
     ids = [i for s in t.spans for i in s.ids]
     if not ids:
         return t
     with torch.no_grad():
         tokens = torch.tensor([ids])
-        logits = model(tokens)
-        logits = logits if torch.is_tensor(logits) else logits.logits
-        logp = torch.log_softmax(logits[0, :-1].float(), -1)
-        losses = [math.nan] + (-logp.gather(-1, tokens[0, 1:, None])[:, 0]).tolist()
+        losses = [math.nan] + next_token_losses(logits_of(model, tokens), tokens)[0].tolist()
         norms = model.W_E[tokens[0]].norm(dim=-1).tolist()
     k = 0
     for s in t.spans:

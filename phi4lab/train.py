@@ -69,18 +69,25 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)  # anything the caller wants recorded in the log
 
 
-def lm_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy: position t predicts token t+1.
+def logits_of(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Logits from a TransformerLens bridge (returns a tensor) or a Hugging Face model (returns .logits)."""
+    out = model(tokens)
+    return out if torch.is_tensor(out) else out.logits
+
+
+def next_token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Per-position next-token cross-entropy, [batch, seq-1]: position t predicts token t+1.
 
     Logits are upcast to fp32 first: a softmax over 100k classes in bf16 or
     fp16 loses precision that the loss then pretends to have.
     """
-    return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), tokens[:, 1:].flatten())
+    return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), tokens[:, 1:].flatten(),
+                           reduction="none").reshape(tokens.shape[0], -1)
 
 
-def _logits(model, tokens):
-    out = model(tokens)
-    return out if torch.is_tensor(out) else out.logits
+def lm_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The training loss: mean next-token cross-entropy over every predicted position."""
+    return next_token_losses(logits, tokens).mean()
 
 
 def training_memory_bytes(model: torch.nn.Module, batch_size: int, seq_len: int, precision: str = "fp32") -> int:
@@ -228,7 +235,8 @@ def train(
             group["lr"] = lr
 
         # 1-3. forward, loss, backward: once per micro-batch, gradients add up.
-        loss_sum = 0.0
+        # kept on the device: a .item() per micro-batch would make a GPU wait for every step
+        loss_sum = torch.zeros((), device=accelerator.device)
         for micro in range(cfg.grad_accum):
             batch = get_batch(step * cfg.grad_accum + micro)
             tokens_seen += batch.numel()
@@ -236,9 +244,9 @@ def train(
             sync = micro == cfg.grad_accum - 1
             with (contextlib.nullcontext() if sync else accelerator.no_sync(model)):
                 with autocast():
-                    loss = lm_loss(_logits(model, local), local) / cfg.grad_accum
+                    loss = lm_loss(logits_of(model, local), local) / cfg.grad_accum
                 accelerator.backward(scaler.scale(loss) if scaler else loss)
-            loss_sum += loss.item()
+            loss_sum += loss.detach()
 
         # 4. update: unscale (fp16), clip, step (skipped by the scaler on overflow).
         if scaler:
@@ -254,7 +262,8 @@ def train(
 
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
-            record = dict(step=done, loss=loss_sum, lr=lr, grad_norm=float(grad_norm), tokens=tokens_seen,
+            step_loss = loss_sum.item()
+            record = dict(step=done, loss=step_loss, lr=lr, grad_norm=float(grad_norm), tokens=tokens_seen,
                           seconds=round(time.perf_counter() - t0, 3))
             if scaler:
                 record["loss_scale"] = scaler.get_scale()
@@ -264,7 +273,7 @@ def train(
                     record.update(evaluate(accelerator.unwrap_model(model)))
                 model.train()
             history.append(record)
-            bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.1e}")
+            bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.1e}")
             if callback and accelerator.is_main_process:
                 callback(record)
         if cfg.out_dir and accelerator.is_main_process and (
@@ -315,11 +324,9 @@ def perplexity(model, tokens: torch.Tensor, max_length: int = 256, stride: int |
         end = min(begin + max_length, tokens.numel())
         window = tokens[begin:end].to(device)[None]
         new = end - prev_end                    # tokens not scored by an earlier window
-        logits = _logits(model, window)[0, :-1].float()
-        targets = window[0, 1:]
-        logp = torch.log_softmax(logits, -1).gather(-1, targets[:, None])[:, 0]
-        scored = logp[-min(new, logp.numel()):]  # the first token of the stream has no prediction
-        nll -= scored.sum().item()
+        losses = next_token_losses(logits_of(model, window), window)[0]
+        scored = losses[-min(new, losses.numel()):]  # the first token of the stream has no prediction
+        nll += scored.sum().item()
         count += scored.numel()
         prev_end = end
         if end == tokens.numel():

@@ -9,7 +9,8 @@ from .heads import (
     sink_scores,
     top_heads,
 )
-from .interventions import ablate_heads, next_token_losses, patch
+from ..train import next_token_losses  # per-position losses, shared with the training loop
+from .interventions import ablate_heads, patch
 from .lens import direct_logit_attribution, logit_lens
 
 __all__ = [

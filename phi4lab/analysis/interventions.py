@@ -22,7 +22,6 @@ from __future__ import annotations
 import difflib
 
 import torch
-import torch.nn.functional as F
 
 
 def check_tokens(model, tokens) -> torch.Tensor:
@@ -50,12 +49,6 @@ def check_hook(model, name: str) -> None:
     if name not in model.hook_dict:
         close = difflib.get_close_matches(name, names, n=3)
         raise KeyError(f"unknown hook point {name!r}; close matches: {', '.join(close) or 'none'}")
-
-
-def next_token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Per-position next-token loss: [batch, pos-1]."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(),
-                           reduction="none").reshape(tokens.shape[0], -1)
 
 
 @torch.no_grad()
