@@ -333,21 +333,26 @@ def hf_state_dict(model: TransformerBridge) -> dict[str, torch.Tensor]:
     return found
 
 
-def save(model: TransformerBridge, path: str | os.PathLike) -> Path:
-    """Save a model loaded by phi4lab as a Hugging Face checkpoint folder.
+def save(model, path: str | os.PathLike, tokenizer: PreTrainedTokenizerFast | None = None) -> Path:
+    """Save a model as a Hugging Face checkpoint folder.
 
-    Writes config.json, model.safetensors and the tokenizer files, so that
-    `phi4lab.load(path)` (or `Phi3ForCausalLM.from_pretrained(path)`) gets it back.
+    `model` is a model loaded by phi4lab (a TransformerBridge) or a plain
+    `Phi3ForCausalLM`. Writes config.json, model.safetensors and the tokenizer
+    files (the bridge's own, or `tokenizer`), so that `phi4lab.load(path)`
+    (or `Phi3ForCausalLM.from_pretrained(path)`) gets it back.
     """
     from safetensors.torch import save_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in hf_state_dict(model).items()}
+    hf = getattr(model, "original_model", None)
+    state = hf_state_dict(model) if hf is not None else model.state_dict()
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
-    model.original_model.config.save_pretrained(path)
-    if model.tokenizer is not None:
-        model.tokenizer.save_pretrained(path)
+    (hf if hf is not None else model).config.save_pretrained(path)
+    tokenizer = tokenizer or getattr(model, "tokenizer", None)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
     return path
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -156,8 +157,7 @@ def measure_heads(model, n_ordinary: int, seed: int = 0, natural: torch.Tensor |
 def build(out_dir: str | os.PathLike, steps: int = 2400, batch_size: int = 16, lr: float = 2e-3,
           seed: int = 0, archive=None, work_dir: str | os.PathLike | None = None) -> dict:
     """Run the recipe and write phi4-tiny to out_dir. Returns the final metrics."""
-    from safetensors.torch import save_file
-    from .loading import random_hf_model
+    from .loading import random_hf_model, save
     from .train import TrainConfig, perplexity, train
 
     t_start = time.time()
@@ -188,20 +188,13 @@ def build(out_dir: str | os.PathLike, steps: int = 2400, batch_size: int = 16, l
     final = history[-1]
     # Write the shipped folder atomically: build next to it, then swap in.
     tmp = out_dir.with_name(out_dir.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.config.save_pretrained(tmp)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors",
-              metadata={"format": "pt"})
-    tokenizer.save_pretrained(tmp)
+    save(model, tmp, tokenizer)
     metrics = dict(final=final, parameters=sum(p.numel() for p in model.parameters()),
                    wall_seconds=round(time.time() - t_start, 1), corpus_sha256=corpus_data.corpus_sha256(corpus),
                    mixture=MIXTURE, tokens={k: len(v) for k, v in streams.items()}, torch=torch.__version__)
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (tmp / "training_log.json").write_text(json.dumps(history, indent=1))
     corpus_data.write_manifest(corpus, tmp / "corpus_manifest.json")
-    if out_dir.exists():
-        for f in out_dir.iterdir():
-            f.unlink()
-        out_dir.rmdir()
+    shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return metrics

@@ -33,6 +33,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -128,7 +129,7 @@ def save_checkpoint(out_dir: str | os.PathLike, model, optimizer, step: int, his
     for idx, slots in state["state"].items():
         for name, value in slots.items():
             if torch.is_tensor(value):
-                tensors[f"{idx}.{name}"] = value.detach().cpu().contiguous().reshape(value.shape)
+                tensors[f"{idx}.{name}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{idx}.{name}"] = value
     save_file(tensors, tmp / "optimizer.safetensors")
@@ -142,10 +143,7 @@ def save_checkpoint(out_dir: str | os.PathLike, model, optimizer, step: int, his
     if final.exists():
         final.rename(old)
     tmp.rename(final)
-    if old.exists():
-        for f in old.iterdir():
-            f.unlink()
-        old.rmdir()
+    shutil.rmtree(old, ignore_errors=True)
     return final
 
 
