@@ -130,8 +130,8 @@ class BPE:
         counts: Counter = Counter()
         where: dict[tuple[int, int], set[int]] = defaultdict(set)
         for w, ids in enumerate(words):
+            pair_counts(ids, counts, weight=freq[w])
             for pair in zip(ids, ids[1:]):
-                counts[pair] += freq[w]
                 where[pair].add(w)
         # Max-heap of (-count, tie-break key, pair); entries go stale when counts change, and are skipped.
         key = _tie_break_key
@@ -176,6 +176,16 @@ class BPE:
 
     # -------------------------------------------------------- encoding
 
+    def _merge_steps(self, ids: list[int]):
+        """Replay the merges on a chunk's ids, yielding (pair, new id, ids after) for each merge."""
+        while len(ids) >= 2:
+            # the adjacent pair learned earliest (lowest merged id) merges first
+            pair = min(zip(ids, ids[1:]), key=lambda p: self.merges.get(p, float("inf")))
+            if pair not in self.merges:
+                return
+            ids = merge(ids, pair, self.merges[pair])
+            yield pair, self.merges[pair], ids
+
     def _encode_chunk(self, chunk: bytes) -> list[int]:
         cached = self._cache.get(chunk)
         if cached is not None:
@@ -183,12 +193,8 @@ class BPE:
         if self.whole_tokens is not None and chunk in self.whole_tokens:
             return [self.whole_tokens[chunk]]
         ids = [self.byte_ids[b] for b in chunk]
-        while len(ids) >= 2:
-            # the adjacent pair learned earliest (lowest merged id) merges first
-            pair = min(zip(ids, ids[1:]), key=lambda p: self.merges.get(p, float("inf")))
-            if pair not in self.merges:
-                break
-            ids = merge(ids, pair, self.merges[pair])
+        for _, _, ids in self._merge_steps(ids):
+            pass                                      # keep only the final ids
         if len(self._cache) < 100_000:
             self._cache[chunk] = ids
         return ids
@@ -243,12 +249,7 @@ class BPE:
         """
         ids = [self.byte_ids[b] for b in word.encode("utf-8", "surrogatepass")]
         steps = [dict(step=0, merged=None, new_id=None, pieces=[self.vocab[i] for i in ids])]
-        while len(ids) >= 2:
-            pair = min(zip(ids, ids[1:]), key=lambda p: self.merges.get(p, float("inf")))
-            if pair not in self.merges:
-                break
-            new_id = self.merges[pair]
-            ids = merge(ids, pair, new_id)
+        for pair, new_id, ids in self._merge_steps(ids):
             steps.append(dict(step=len(steps), merged=(self.vocab[pair[0]], self.vocab[pair[1]]),
                               new_id=new_id, pieces=[self.vocab[i] for i in ids]))
         return steps

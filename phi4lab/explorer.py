@@ -348,13 +348,18 @@ def embedding_outliers(model, tokenizer=None, z: float = 3.0) -> dict[int, float
 # ---------------------------------------------------------------- the widget
 
 def page(text: str, tokenizers: list[Tok], *, whitespace: bool = True, show_ids: bool = False,
-         byte_view: bool = False, allow_special: bool = False, model=None, max_chars: int = MAX_CHARS) -> str:
-    """The explorer's HTML for a text: a comparison of several tokenizers, or detailed views of each."""
+         byte_view: bool = False, allow_special: bool = False, model=None, max_chars: int = MAX_CHARS,
+         flags: set[int] | None = None) -> str:
+    """The explorer's HTML for a text: a comparison of several tokenizers, or detailed views of each.
+
+    flags: ids to outline as suspicious; by default, with a model, its embedding outliers.
+    """
     if len(tokenizers) > 1 and not (show_ids or byte_view or model is not None):
         return compare(text, tokenizers, whitespace=whitespace, allow_special=allow_special, max_chars=max_chars)[0]
     views = []
     # with a model, ids whose embedding norm is an outlier (untrained rows, dummies) get a dashed outline
-    flags = set(embedding_outliers(model, getattr(model, "tokenizer", None))) if model is not None else set()
+    if flags is None:
+        flags = set(embedding_outliers(model, getattr(model, "tokenizer", None))) if model is not None else set()
     for tok in tokenizers:
         t = tokenize(tok, text, allow_special, max_chars)
         if model is not None:
@@ -378,10 +383,12 @@ def explore(text: str = "Phi-4 cuts text into tokens: 1234567, naïve, 👍🏽!
     byte_view = w.Checkbox(value=False, description="byte view")
     specials = w.Checkbox(value=False, description="parse special tokens")
     out = w.HTML()
+    # the model does not change while the widget lives: find its outlier rows once, not per keystroke
+    flags = set(embedding_outliers(model, getattr(model, "tokenizer", None))) if model is not None else set()
 
     def redraw(*_):
         out.value = page(box.value, tokenizers, whitespace=ws.value, show_ids=ids.value,
-                         byte_view=byte_view.value, allow_special=specials.value, model=model)
+                         byte_view=byte_view.value, allow_special=specials.value, model=model, flags=flags)
 
     for control in (box, ws, ids, byte_view, specials):
         control.observe(redraw, names="value")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import difflib
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -109,7 +109,7 @@ def hook_table(cfg, dtype: torch.dtype) -> tuple[dict[str, tuple], dict[str, str
         else:
             placements = [{layers[0]: i} for i in range(last + 1)]
         for place in placements:
-            real = [_rename(n, place[_layer(n)]) if _layer(n) is not None else n for n in names]
+            real = [_rename(n, place.get(_layer(n))) for n in names]
             key = min(n for n in names if _layer(n) is None) if has_global else min(real)
             for probe_name, name in zip(names, real):
                 shapes[name] = probe[probe_name][:2]
@@ -125,7 +125,6 @@ class CachePlan:
     dtype: torch.dtype
     bytes_per_hook: dict[str, int]
     total_bytes: int
-    groups: dict[str, str] = field(repr=False, default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -180,7 +179,7 @@ def plan_cache(model_or_config, seq_len: int, batch: int = 1, names=None, dtype:
         if groups[name] not in seen:
             seen.add(groups[name])
             total += nbytes
-    return CachePlan(seq_len, batch, dtype, per_hook, total, {n: groups[n] for n in chosen})
+    return CachePlan(seq_len, batch, dtype, per_hook, total)
 
 
 def run_with_plan(model, tokens: torch.Tensor, plan: CachePlan, budget_bytes: int | None = None):

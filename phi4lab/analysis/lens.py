@@ -55,4 +55,4 @@ def direct_logit_attribution(model, tokens: torch.Tensor, answers: torch.Tensor 
     parts, labels = cache.decompose_resid(apply_ln=True, pos_slice=pos, return_labels=True)
     # parts: [n_components, batch, d_model] at one position
     directions = model.W_U[:, answers]                              # [d_model, batch, n_answers]
-    return torch.einsum("cbd,dba->cba", parts.squeeze(2) if parts.ndim == 4 else parts, directions), labels
+    return torch.einsum("cbd,dba->cba", parts, directions), labels
