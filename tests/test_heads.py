@@ -72,3 +72,41 @@ def test_random_repeated_tokens_respects_exclusions():
     x = heads.random_repeated_tokens(25, 3, 4, vocab=30, exclude={0, 1, 2}, seed=0)
     assert x.shape == (4, 75) and x.min() >= 3 and x.max() < 30
     assert torch.equal(x[:, :25], x[:, 25:50]) and torch.equal(x[:, :25], x[:, 50:])
+
+
+# ------------------------------------------------------------------ heads planted in the weights
+
+@pytest.fixture(scope="module")
+def planted_model():
+    from phi4lab.analysis import planted
+    return planted.planted_model()
+
+
+@pytest.mark.parametrize("job", ["previous_token", "sink", "duplicate_token", "induction"])
+def test_each_detector_ranks_the_head_planted_in_the_weights_first(planted_model, job):
+    from phi4lab.analysis import planted
+    period = 8
+    pat = heads.attention_patterns(planted_model, planted.repeated_prompt(period, 2, 4))
+    scores = {"previous_token": heads.previous_token_scores(pat),
+              "sink": heads.sink_scores(pat),
+              "duplicate_token": heads.duplicate_token_scores(pat, period),
+              "induction": heads.induction_scores(pat, period)}[job]
+    (layer, head, score), (_, _, runner_up) = heads.top_heads(scores, 2)
+    assert (layer, head) == planted.PLANTED[job]
+    # a clear winner, not a tie broken by luck (the duplicate head also attends to itself: ~0.4)
+    assert score > 0.35 and score > 2.5 * runner_up
+
+
+def test_the_planted_induction_circuit_predicts_repeats_and_needs_both_heads(planted_model):
+    from phi4lab.analysis import ablate_heads, next_token_losses, planted
+    period = 8
+    x = planted.repeated_prompt(period, 2, 4, seed=1)
+    second = slice(period + 1, None)        # targets in the second copy (after BOS and the first copy)
+    clean = next_token_losses(planted_model(x), x)[:, second].mean()
+    assert clean < 0.01
+    for heads_out in ([planted.PLANTED["induction"]], [planted.PLANTED["previous_token"]]):
+        ablated = next_token_losses(ablate_heads(planted_model, x, heads_out), x)[:, second].mean()
+        assert ablated > 2.0, heads_out
+    # the sink and duplicate heads write nothing: ablating them changes nothing
+    idle = [planted.PLANTED["sink"], planted.PLANTED["duplicate_token"]]
+    torch.testing.assert_close(ablate_heads(planted_model, x, idle), planted_model(x))
