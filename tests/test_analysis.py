@@ -10,7 +10,14 @@ from phi4lab.config import scaled
 
 @pytest.fixture(scope="module")
 def model():
-    return phi4lab.load(config=scaled(d_model=32, n_layers=2), seed=0)
+    m = phi4lab.load(config=scaled(d_model=32, n_layers=2), seed=0)
+    # A fresh model's RMSNorm weights are all 1, which hides any code that forgets them.
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in m.original_model.named_parameters():     # names like model.norm._original_component.weight
+            if "norm" in name:
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
+    return m
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +30,11 @@ def test_logit_lens_ends_at_the_real_logits(model, tokens):
     assert lens.shape == (3, 2, 7, model.cfg.d_vocab) and labels[-1] == "final_post"
     torch.testing.assert_close(lens[-1], model(tokens), atol=1e-4, rtol=1e-4)
     assert not torch.allclose(lens[0], lens[-1], atol=1e-2)
+    # an intermediate layer: its own residual through the final RMSNorm (own scale, learned weight)
+    _, cache = model.run_with_cache(tokens)
+    resid = cache["blocks.1.hook_resid_pre"]
+    norm = model.original_model.model.norm
+    torch.testing.assert_close(lens[1], norm(resid) @ model.W_U, atol=1e-4, rtol=1e-4)
 
 
 def test_direct_logit_attribution_sums_to_the_logit(model, tokens):

@@ -9,8 +9,8 @@ the sum into logits. Two ways to read it:
   The answer often appears in middle layers and sharpens later.
 - **Direct logit attribution**: split the final residual into its terms
   (embedding, each attention output, each MLP output), apply the final norm's
-  scale (fixed from the real forward pass, so the split is exact) and the
-  unembedding to each: how much did each component push the answer's logit?
+  scale (fixed from the real forward pass, so the split is exact), its learned
+  weight, and the unembedding to each: how much did each component push the answer's logit?
   The terms sum to the answer's logit.
 
 Both reuse TransformerLens' ``accumulated_resid`` and ``decompose_resid``;
@@ -22,6 +22,11 @@ from __future__ import annotations
 import torch
 
 from .interventions import check_tokens
+
+
+def _final_norm_weight(model) -> torch.Tensor:
+    """The learned per-dimension scale of the final RMSNorm (Phi-3's ``model.norm.weight``)."""
+    return model.original_model.model.norm.weight.detach()
 
 
 def _unembed(model, resid: torch.Tensor) -> torch.Tensor:
@@ -53,6 +58,9 @@ def direct_logit_attribution(model, tokens: torch.Tensor, answers: torch.Tensor 
     if cache is None:
         _, cache = model.run_with_cache(tokens)
     parts, labels = cache.decompose_resid(apply_ln=True, pos_slice=pos, return_labels=True)
-    # parts: [n_components, batch, d_model] at one position
+    # parts: [n_components, batch, d_model] at one position, divided by the final norm's
+    # cached scale. TransformerLens assumes the norm's weight was folded into W_U; our
+    # weights are not processed (logits stay Hugging Face's), so multiply it in here.
+    parts = parts * _final_norm_weight(model)
     directions = model.W_U[:, answers]                              # [d_model, batch, n_answers]
     return torch.einsum("cbd,dba->cba", parts, directions), labels
