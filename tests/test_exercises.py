@@ -98,3 +98,46 @@ def test_every_check_fails_on_the_student_edition(path, tmp_path):
     for cell in instructor.cells:
         if "check" in cell.metadata.get("tags", []):
             assert any("\N{CHECK MARK}" in o.get("text", "") for o in cell.outputs), cell.source
+
+
+# ---- notebooks 05 and 06: each check passes its reference and names each listed mistake ----------
+
+def _mistake_cases():
+    from phi4lab.exercises import attention as A, interventions as I
+    table = [(A.check_pattern_cache_bytes, A.PATTERN_MISTAKES), (A.check_attention_pattern, A.ATTENTION_MISTAKES),
+             (A.check_previous_token_score, A.PREV_MISTAKES), (A.check_induction_score, A.INDUCTION_MISTAKES),
+             (I.check_final_norm_logits, I.LENS_MISTAKES), (I.check_component_logits, I.DLA_MISTAKES),
+             (I.check_repeat_losses, I.REPEAT_MISTAKES)]
+    return [pytest.param(check, message, wrong, id=f"{check.__name__}-{i}")
+            for check, mistakes in table for i, (message, wrong) in enumerate(mistakes.items())]
+
+
+@pytest.mark.parametrize("check, message, wrong", _mistake_cases())
+def test_attention_and_intervention_checks_name_each_mistake(check, message, wrong):
+    with pytest.raises(ExerciseFailure) as info:
+        check(wrong)
+    assert message in str(info.value)
+
+
+def test_attention_and_intervention_checks_pass_their_references(capsys):
+    from phi4lab.analysis import heads
+    from phi4lab.exercises import attention as A, interventions as I
+    A.check_pattern_cache_bytes(A._pattern_bytes_ref)
+    A.check_attention_pattern(A._pattern_ref)
+    A.check_previous_token_score(heads.previous_token_scores)
+    A.check_induction_score(heads.induction_scores)
+    A.check_kv_head_of(A._kv_ref)
+    A.check_js_divergence(A._js_ref)
+    I.check_final_norm_logits(I._lens_ref)
+    I.check_component_logits(I._dla_ref)
+    I.check_repeat_losses(I._repeat_ref)
+    I.check_patching_recovery(I._recovery_ref)
+
+    def zero_head_hook(head):
+        def hook(z, hook):
+            z[:, :, head] = 0
+            return z
+        return hook
+    I.check_zero_head_hook(zero_head_hook)
+    assert capsys.readouterr().out.count("\N{CHECK MARK}") == 13   # 11 checks, 2 with a planted-model line
+
