@@ -67,6 +67,27 @@ def _phi3_config(fields: dict) -> Phi3Config:
 
 PHI4: Phi3Config = _phi3_config(PHI4_CONFIG_JSON)
 
+# The Phi family side by side: the shape fields of each model's config.json on the
+# Hugging Face Hub (microsoft/Phi-3-mini-4k-instruct, Phi-3-medium-4k-instruct, phi-4,
+# Phi-4-mini-instruct). Only what changes the shape or the attention is kept.
+_FAMILY_FIELDS = {
+    "phi-3-mini-4k": dict(num_hidden_layers=32, hidden_size=3072, intermediate_size=8192, num_attention_heads=32,
+                          num_key_value_heads=32, vocab_size=32064, max_position_embeddings=4096,
+                          rope_theta=10000.0, sliding_window=2047, tie_word_embeddings=False),
+    "phi-3-medium-4k": dict(num_hidden_layers=40, hidden_size=5120, intermediate_size=17920, num_attention_heads=40,
+                            num_key_value_heads=10, vocab_size=32064, max_position_embeddings=4096,
+                            rope_theta=10000.0, sliding_window=2047, tie_word_embeddings=False),
+    "phi-4": {k: PHI4_CONFIG_JSON[k] for k in ("num_hidden_layers", "hidden_size", "intermediate_size",
+                                               "num_attention_heads", "num_key_value_heads", "vocab_size",
+                                               "max_position_embeddings", "rope_theta", "sliding_window",
+                                               "tie_word_embeddings")},
+    "phi-4-mini": dict(num_hidden_layers=32, hidden_size=3072, intermediate_size=8192, num_attention_heads=24,
+                       num_key_value_heads=8, vocab_size=200064, max_position_embeddings=131072,
+                       rope_theta=10000.0, sliding_window=262144, tie_word_embeddings=True,
+                       partial_rotary_factor=0.75),
+}
+FAMILY: dict[str, Phi3Config] = {name: Phi3Config(**fields) for name, fields in _FAMILY_FIELDS.items()}
+
 # Phi-4's shape ratios, kept by scaled().
 QUERY_HEADS_PER_KV_HEAD = 4  # 40 / 10: grouped-query attention
 MLP_RATIO = 3.5  # 17920 / 5120

@@ -1,5 +1,6 @@
 """Exercise machinery: diagnoses, the student edition, and every check failing on stubs."""
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -141,3 +142,46 @@ def test_attention_and_intervention_checks_pass_their_references(capsys):
     I.check_zero_head_hook(zero_head_hook)
     assert capsys.readouterr().out.count("\N{CHECK MARK}") == 13   # 11 checks, 2 with a planted-model line
 
+
+
+# ---- notebook 01: the reference pieces pass; typical wrong versions get their specific message ----
+
+def _architecture_mistakes():
+    import torch.nn.functional as F
+    from phi4lab import architecture as A
+    from phi4lab.exercises import architecture as X
+    lin = F.linear
+    return [
+        (X.check_rms_norm, lambda x, w, e: w * (x / (x.pow(2).mean(-1, keepdim=True).sqrt() + e)), "inside the square root"),
+        (X.check_rms_norm, lambda x, w, e: A.rms_norm(x, torch.ones_like(w), e), "learned weight"),
+        (X.check_apply_rotary, lambda x, c, s: x * c - A.rotate_half(x) * s, "wrong way"),
+        (X.check_split_qkv, lambda qkv, H, KV, d: A.split_qkv(torch.cat(
+            [qkv[..., KV * d:KV * d + H * d], qkv[..., :KV * d], qkv[..., KV * d + H * d:]], -1), H, KV, d), "Q first"),
+        (X.check_repeat_kv, lambda x, n: x.repeat(1, n, 1, 1), "repeat_interleave"),
+        (X.check_causal_attention, X._attention_variant(scale=False), "sqrt(d_head)"),
+        (X.check_causal_attention, X._attention_variant(mask_diag=True), "attend to itself"),
+        (X.check_gated_mlp, lambda x, gu, dn: lin(F.silu(lin(x, gu).chunk(2, -1)[1]) * lin(x, gu).chunk(2, -1)[0], dn),
+         "gate first"),
+        (X.check_block, lambda x, l, c, s: l.post_attention_layernorm(
+            (h := l.input_layernorm(x + l.self_attn(x, c, s))) + l.mlp(h)), "pre-norm"),
+        (X.check_forward, lambda m, t: m.lm_head(X._run_blocks(m, t)), "final norm"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(10))
+def test_architecture_checks_name_typical_mistakes(index):
+    check, wrong, words = _architecture_mistakes()[index]
+    with pytest.raises(ExerciseFailure, match=re.escape(words)):
+        check(wrong)
+
+
+def test_architecture_checks_pass_the_reference(capsys):
+    from phi4lab import architecture as A
+    from phi4lab.exercises import architecture as X
+    for check, ref in ((X.check_rms_norm, A.rms_norm), (X.check_rotary_cos_sin, A.rotary_cos_sin),
+                       (X.check_apply_rotary, A.apply_rotary), (X.check_split_qkv, A.split_qkv),
+                       (X.check_repeat_kv, A.repeat_kv), (X.check_causal_attention, A.causal_attention),
+                       (X.check_gated_mlp, A.gated_mlp), (X.check_block, lambda x, layer, c, s: layer(x, c, s)),
+                       (X.check_forward, lambda m, t: m(t))):
+        check(ref)
+    assert capsys.readouterr().out.count("\N{CHECK MARK}") == 13

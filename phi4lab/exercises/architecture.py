@@ -1,0 +1,267 @@
+"""Checks for course/01_architecture.ipynb: each piece of Phi-4, against phi4lab.architecture and Hugging Face."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers.models.phi3 import modeling_phi3
+
+from phi4lab import architecture as A
+from phi4lab import config as C
+from phi4lab.exercises.checking import ExerciseFailure, check_function
+from phi4lab.loading import random_hf_model
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+# ---- Exercise 1: RMSNorm -----------------------------------------------------------------------
+
+def check_rms_norm(fn):
+    g = _gen(0)
+    cases = [(torch.randn(2, 5, 16, generator=g) * 3, torch.rand(16, generator=g) + 0.5, 1e-5),
+             (torch.randn(3, 8, generator=g) * 1e-3, torch.rand(8, generator=g) + 0.5, 1e-5),   # eps matters here
+             (torch.randn(4, 32, generator=g).bfloat16(), (torch.rand(32, generator=g) + 0.5).bfloat16(), 1e-5)]
+    check_function(fn, A.rms_norm, cases, name="rms_norm", rtol=1e-4, atol=1e-5, mistakes={
+        "epsilon goes inside the square root: x / sqrt(mean(x^2) + eps)":
+            lambda x, w, e: w * (x / (x.pow(2).mean(-1, keepdim=True).sqrt() + e)),
+        "RMSNorm does not subtract the mean (that is LayerNorm)":
+            lambda x, w, e: w * A.rms_norm(x - x.mean(-1, keepdim=True), torch.ones_like(w), e),
+        "multiply by the learned weight after normalising": lambda x, w, e: A.rms_norm(x, torch.ones_like(w), e),
+        "the mean of the squares is over the last dimension (the model dimension)":
+            lambda x, w, e: w * x * torch.rsqrt(x.pow(2).mean(0, keepdim=True) + e),
+    })
+    norm = modeling_phi3.Phi3RMSNorm(16, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(16, generator=g) + 0.5)
+    x = torch.randn(2, 3, 16, generator=g)
+    if not torch.allclose(fn(x, norm.weight, 1e-5), norm(x), atol=1e-6):
+        raise ExerciseFailure("rms_norm passes its cases but differs from Hugging Face's Phi3RMSNorm")
+    print("\N{CHECK MARK} and it matches Hugging Face's Phi3RMSNorm")
+
+
+# ---- Exercise 2: rotary angles -----------------------------------------------------------------
+
+def check_rotary_cos_sin(fn):
+    cases = [(torch.arange(7), 8, 250_000.0), (torch.arange(3, 12), 16, 250_000.0), (torch.arange(5), 4, 10_000.0)]
+
+    def interleaved(p, d, theta):
+        inv = 1.0 / theta ** (torch.arange(0, d, 2).float() / d)
+        ang = (p.float()[:, None] * inv).repeat_interleave(2, dim=-1)
+        return ang.cos(), ang.sin()
+
+    def every_dim(p, d, theta):
+        inv = 1.0 / theta ** (torch.arange(0, d // 2).float() / d)
+        ang = torch.cat([p.float()[:, None] * inv] * 2, -1)
+        return ang.cos(), ang.sin()
+    check_function(lambda *a: torch.stack(fn(*a)), lambda *a: torch.stack(A.rotary_cos_sin(*a)), cases,
+                   name="rotary_cos_sin", rtol=1e-5, atol=1e-6, mistakes={
+                       "Phi-4 pairs dimension j with j + head_dim/2 (rotate-half): concatenate the angles "
+                       "[a, a], don't interleave them [a0, a0, a1, a1, ...]":
+                           lambda *a: torch.stack(interleaved(*a)),
+                       "the frequencies are theta^(-2j/head_dim) for j = 0 .. head_dim/2 - 1: "
+                       "torch.arange(0, head_dim, 2) / head_dim":
+                           lambda *a: torch.stack(every_dim(*a)),
+                   })
+    cfg = C.scaled(d_model=64, n_layers=1)
+    hf = random_hf_model(cfg)
+    hd = C.head_dim(cfg)
+    cos, sin = hf.model.rotary_emb(torch.zeros(1, 1, 9, hd), torch.arange(9)[None])
+    mine = fn(torch.arange(9), hd, 250_000.0)
+    if not (torch.allclose(mine[0], cos[0], atol=1e-6) and torch.allclose(mine[1], sin[0], atol=1e-6)):
+        raise ExerciseFailure("rotary_cos_sin passes its cases but differs from Hugging Face's Phi3RotaryEmbedding")
+    print("\N{CHECK MARK} and it matches Hugging Face's Phi3RotaryEmbedding (theta 250,000)")
+
+
+# ---- Exercise 3: applying the rotation ---------------------------------------------------------
+
+def check_apply_rotary(fn):
+    g = _gen(2)
+    cases = []
+    for d in (4, 8):
+        cos, sin = A.rotary_cos_sin(torch.arange(6), d, 250_000.0)
+        cases.append((torch.randn(2, 3, 6, d, generator=g), cos, sin))
+
+    def pairs_adjacent(x, cos, sin):
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        rot = torch.stack([-x2, x1], -1).flatten(-2)
+        return x * cos + rot * sin
+    check_function(fn, A.apply_rotary, cases, name="apply_rotary", rtol=1e-5, atol=1e-6, mistakes={
+        "rotate_half pairs the two *halves*: (x1, x2) -> (-x2, x1) with x1 = x[..., :d/2], not adjacent "
+        "dimensions": pairs_adjacent,
+        "rotate_half is (-x2, x1), not (x2, -x1): you rotate the wrong way":
+            lambda x, c, s: x * c - A.rotate_half(x) * s,
+    })
+    x, k = cases[0][0], torch.randn(2, 3, 6, 4, generator=g)
+    q_hf, _ = modeling_phi3.apply_rotary_pos_emb(x, k, cases[0][1][None], cases[0][2][None])
+    if not torch.allclose(fn(*cases[0]), q_hf, atol=1e-6):
+        raise ExerciseFailure("apply_rotary passes its cases but differs from Hugging Face's apply_rotary_pos_emb")
+    print("\N{CHECK MARK} and it matches Hugging Face's apply_rotary_pos_emb")
+
+
+# ---- Exercise 4: splitting the fused QKV projection ---------------------------------------------
+
+def check_split_qkv(fn):
+    g = _gen(3)
+    cases = [(torch.randn(2, 5, (4 + 2 * 2) * 3, generator=g), 4, 2, 3),
+             (torch.randn(1, 3, (8 + 2 * 2) * 4, generator=g), 8, 2, 4)]
+
+    def kqv(qkv, H, KV, d):
+        k, q, v = qkv.split([KV * d, H * d, KV * d], -1)
+        return (A.split_qkv(torch.cat([q, k, v], -1), H, KV, d))
+
+    def dh(qkv, H, KV, d):
+        q, k, v = qkv.split([H * d, KV * d, KV * d], -1)
+        f = lambda t, h: t.reshape(*t.shape[:2], d, h).permute(0, 3, 1, 2)  # noqa: E731
+        return f(q, H), f(k, KV), f(v, KV)
+    check_function(lambda *a: torch.cat([t.flatten() for t in fn(*a)]),
+                   lambda *a: torch.cat([t.flatten() for t in A.split_qkv(*a)]), cases,
+                   name="split_qkv", rtol=0, atol=0, mistakes={
+                       "the rows are Q first, then K, then V": lambda *a: torch.cat([t.flatten() for t in kqv(*a)]),
+                       "each head's d_head values are contiguous: '(h d)', not '(d h)'":
+                           lambda *a: torch.cat([t.flatten() for t in dh(*a)]),
+                   })
+    q, k, v = fn(*cases[0])
+    if q.shape != (2, 4, 5, 3) or k.shape != (2, 2, 5, 3) or v.shape != (2, 2, 5, 3):
+        raise ExerciseFailure(f"shapes: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}; expected "
+                              "[batch, heads, seq, d_head], i.e. (2, 4, 5, 3) and (2, 2, 5, 3)")
+
+
+# ---- Exercise 5: repeat_kv ---------------------------------------------------------------------
+
+def check_repeat_kv(fn):
+    g = _gen(4)
+    cases = [(torch.randn(2, 3, 5, 4, generator=g), 4), (torch.randn(1, 2, 3, 2, generator=g), 2),
+             (torch.randn(1, 4, 2, 2, generator=g), 1)]
+    check_function(fn, modeling_phi3.repeat_kv, cases, name="repeat_kv", rtol=0, atol=0, mistakes={
+        "KV head g serves query heads g*n_rep ... g*n_rep + n_rep - 1 (consecutive): repeat_interleave, "
+        "not repeat (which deals them out 0, 1, 2, 0, 1, 2, ...)": lambda x, n: x.repeat(1, n, 1, 1),
+    })
+
+
+# ---- Exercise 6: causal attention -------------------------------------------------------------
+
+def _attention_variant(scale=True, mask_diag=False, mask=True, dim=-1):
+    def f(q, k, v):
+        n_rep = q.shape[1] // k.shape[1]
+        k, v = A.repeat_kv(k, n_rep), A.repeat_kv(v, n_rep)
+        s = q @ k.transpose(-1, -2) / (q.shape[-1] ** 0.5 if scale else 1)
+        T = s.shape[-1]
+        if mask:
+            s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(0 if mask_diag else 1), float("-inf"))
+        p = s.softmax(dim)
+        return torch.nan_to_num(p) @ v
+    return f
+
+
+def check_causal_attention(fn):
+    g = _gen(5)
+    cases = [(torch.randn(2, 4, 6, 8, generator=g), torch.randn(2, 2, 6, 8, generator=g),
+              torch.randn(2, 2, 6, 8, generator=g)),
+             (torch.randn(1, 6, 5, 4, generator=g), torch.randn(1, 3, 5, 4, generator=g),
+              torch.randn(1, 3, 5, 4, generator=g))]
+    check_function(fn, A.causal_attention, cases, name="causal_attention", rtol=1e-4, atol=1e-5, mistakes={
+        "divide the scores by sqrt(d_head) before the softmax": _attention_variant(scale=False),
+        "a token may attend to itself: mask only keys *after* the query (triu(1), not triu(0))":
+            _attention_variant(mask_diag=True),
+        "no causal mask: a query must not see later keys": _attention_variant(mask=False),
+        "the softmax runs over the keys (the last dimension), so each query's weights sum to 1":
+            _attention_variant(dim=-2),
+    })
+
+
+# ---- Exercise 7: the gated MLP ----------------------------------------------------------------
+
+def check_gated_mlp(fn):
+    g = _gen(6)
+    cases = [(torch.randn(2, 3, 8, generator=g), torch.randn(2 * 12, 8, generator=g), torch.randn(8, 12, generator=g))]
+
+    def swapped(x, gu, dn):
+        gate, up = F.linear(x, gu).chunk(2, -1)
+        return F.linear(F.silu(up) * gate, dn)
+    check_function(fn, A.gated_mlp, cases, name="gated_mlp", rtol=1e-5, atol=1e-5, mistakes={
+        "gate_up_proj holds the gate first, then up: silu(first half) * second half": swapped,
+        "the activation is SiLU (x * sigmoid(x)), not GELU":
+            lambda x, gu, dn: F.linear(F.gelu(F.linear(x, gu).chunk(2, -1)[0]) * F.linear(x, gu).chunk(2, -1)[1], dn),
+        "the gate is an activation *times* the up projection, not a sum":
+            lambda x, gu, dn: F.linear(F.silu(F.linear(x, gu).chunk(2, -1)[0]) + F.linear(x, gu).chunk(2, -1)[1], dn),
+    })
+    mlp = random_hf_model(C.scaled(d_model=64, n_layers=1)).model.layers[0].mlp
+    x = torch.randn(1, 4, 64, generator=g)
+    with torch.no_grad():
+        if not torch.allclose(fn(x, mlp.gate_up_proj.weight, mlp.down_proj.weight), mlp(x), atol=1e-5):
+            raise ExerciseFailure("gated_mlp passes its cases but differs from Hugging Face's Phi3MLP")
+    print("\N{CHECK MARK} and it matches Hugging Face's Phi3MLP")
+
+
+# ---- Exercise 8: the pre-norm block -----------------------------------------------------------
+
+def check_block(fn):
+    """fn(x, layer, cos, sin) with `layer` a phi4lab.architecture.Block whose pieces the learner calls."""
+    cfg = C.scaled(d_model=64, n_layers=1)
+    block = A.Block(cfg)
+    g = _gen(7)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.5 if p.ndim == 1 else 0.1) + (1.0 if p.ndim == 1 else 0.0))
+    x = torch.randn(2, 6, 64, generator=g)
+    cos, sin = A.rotary_cos_sin(torch.arange(6), C.head_dim(cfg), 250_000.0)
+    attn = lambda h: block.self_attn(h, cos, sin)  # noqa: E731
+
+    def post_norm(x, layer, c, s):
+        h = layer.input_layernorm(x + attn(x))
+        return layer.post_attention_layernorm(h + layer.mlp(h))
+
+    def one_norm(x, layer, c, s):
+        h = x + attn(layer.input_layernorm(x))
+        return h + layer.mlp(layer.input_layernorm(h))
+
+    def no_residual(x, layer, c, s):
+        h = attn(layer.input_layernorm(x))
+        return layer.mlp(layer.post_attention_layernorm(h))
+    with torch.no_grad():
+        check_function(fn, lambda x, layer, c, s: layer(x, c, s), [(x, block, cos, sin)], name="block",
+                       rtol=1e-4, atol=1e-5, mistakes={
+                           "Phi-4 is pre-norm: normalise the sub-layer's *input*, then add its output to the "
+                           "un-normalised stream": post_norm,
+                           "the MLP has its own norm, post_attention_layernorm": one_norm,
+                           "add each sub-layer's output back to the residual stream (x + ...)": no_residual,
+                       })
+
+
+# ---- Exercise 9: the whole model --------------------------------------------------------------
+
+def check_forward(fn, hf_model=None):
+    """fn(model, tokens) -> logits, using the model's parts; checked against Hugging Face's logits."""
+    cfgs = [C.scaled(d_model=64, n_layers=2), C.scaled(d_model=64, n_layers=1, n_kv_heads=1)]
+    g = _gen(8)
+    for i, cfg in enumerate(cfgs):
+        hf = hf_model if (hf_model is not None and i == 0) else random_hf_model(cfg, seed=i)
+        ours = A.Phi4.from_hf(hf)
+        tokens = torch.randint(0, 1000, (2, 12), generator=g)
+        with torch.no_grad():
+            try:
+                mine = fn(ours, tokens)
+            except NotImplementedError:
+                raise NotImplementedError("forward is still a stub: replace `raise NotImplementedError` "
+                                          "with your code") from None
+            ref = hf(tokens).logits
+            if tuple(mine.shape) != tuple(ref.shape):
+                raise ExerciseFailure(f"logits have shape {tuple(mine.shape)}, expected {tuple(ref.shape)} "
+                                      "[batch, seq, vocab]")
+            err = (mine - ref).abs().max().item()
+            if err > 1e-4:
+                no_norm = ours.lm_head(_run_blocks(ours, tokens))
+                if torch.allclose(mine, no_norm, atol=1e-4):
+                    raise ExerciseFailure("apply the final norm (model.norm) before the unembedding")
+                raise ExerciseFailure(f"logits differ from Hugging Face's by up to {err:.3g} (allowed 1e-4)")
+    print(f"\N{CHECK MARK} forward: logits match Hugging Face's Phi3ForCausalLM to within 1e-4 on {len(cfgs)} configs")
+
+
+def _run_blocks(model, tokens):
+    cos, sin = A.rotary_cos_sin(torch.arange(tokens.shape[1]), A._head_dim(model.cfg), model.theta)
+    x = model.embed_tokens(tokens)
+    for block in model.layers:
+        x = block(x, cos, sin)
+    return x
