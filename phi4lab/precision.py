@@ -222,20 +222,6 @@ TRAINING_BYTES_PER_PARAMETER = {
 }
 
 
-def matmul_ms(dtype: torch.dtype, n: int = 512, repeats: int = 5) -> float:
-    """Best-of-`repeats` time of one n x n matmul in `dtype` on the CPU, in milliseconds."""
-    import time
-    check_supported(dtype)
-    a = torch.randn(n, n).to(dtype)
-    a @ a                                         # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ a
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e3
-
-
 def softmax_of_scores(q: torch.Tensor, k: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) computed entirely in `dtype`: shows fp16's overflow."""
     q, k = q.to(dtype), k.to(dtype)

@@ -185,3 +185,50 @@ def test_architecture_checks_pass_the_reference(capsys):
                        (X.check_forward, lambda m, t: m(t))):
         check(ref)
     assert capsys.readouterr().out.count("\N{CHECK MARK}") == 13
+
+
+# ---- notebook 07 ---------------------------------------------------------------------------
+
+def _precision_cases():
+    import functools
+    import math
+    from phi4lab.exercises import precision as X
+    return [
+        (X.check_exponent_mantissa_bits, lambda dt: (torch.finfo(dt).bits - round(-math.log2(torch.finfo(dt).eps)),
+                                                      round(-math.log2(torch.finfo(dt).eps))), "sign takes one bit"),
+        (X.check_gap_above, lambda x, dt: torch.finfo(dt).eps, "the gap grows"),
+        (X.check_kahan_sum, lambda v: functools.reduce(lambda a, b: a + b, v), "naive running sum"),
+        (X.check_stable_softmax, lambda x: x.exp() / x.exp().sum(-1, keepdim=True), "subtract each row's max"),
+        (X.check_logit_kl, lambda r, o: X._kl_ref(o, r), "arguments are swapped"),
+        (X.check_update_scale, lambda s, f, c, g: (s * 2, 0) if f else X._scale_ref(s, f, c, g), "*halves*"),
+        (X.check_training_bytes, lambda n, s: n * 12, "two fp32 states"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(7))
+def test_precision_checks_name_typical_mistakes(index):
+    check, wrong, words = _precision_cases()[index]
+    with pytest.raises(ExerciseFailure, match=re.escape(words)):
+        check(wrong)
+
+
+def test_precision_checks_pass_the_reference(capsys):
+    import math
+    from phi4lab.exercises import precision as X
+
+    def kahan(values):
+        s, c = torch.zeros((), dtype=values.dtype), torch.zeros((), dtype=values.dtype)
+        for v in values:
+            y = v - c
+            t = s + y
+            c = (t - s) - y
+            s = t
+        return s
+    X.check_exponent_mantissa_bits(X._bits_ref)
+    X.check_gap_above(lambda x, dt: torch.finfo(dt).eps * 2 ** math.floor(math.log2(x)))
+    X.check_kahan_sum(kahan)
+    X.check_stable_softmax(lambda x: torch.softmax(x, -1))
+    X.check_logit_kl(X._kl_ref)
+    X.check_update_scale(X._scale_ref)
+    X.check_training_bytes(X._train_ref)
+    assert capsys.readouterr().out.count("\N{CHECK MARK}") == 7

@@ -1,0 +1,162 @@
+"""Checks for course/07_mixed_precision.ipynb: formats, rounding, overflow, drift, loss scaling, memory."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from phi4lab.exercises.checking import ExerciseFailure, check_function
+from phi4lab.precision import TRAINING_BYTES_PER_PARAMETER
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+# ---- Exercise 1: exponent and mantissa bits ------------------------------------------------------
+
+def _bits_ref(dtype):
+    f = torch.finfo(dtype)
+    mantissa = round(-math.log2(f.eps))
+    return (f.bits - 1 - mantissa, mantissa)
+
+
+def check_exponent_mantissa_bits(fn):
+    cases = [(dt,) for dt in DTYPES + [getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n)]]
+    check_function(lambda dt: torch.tensor(fn(dt)), lambda dt: torch.tensor(_bits_ref(dt)), cases,
+                   name="exponent_mantissa_bits", rtol=0, atol=0, mistakes={
+                       "epsilon is 2^-mantissa_bits: mantissa = -log2(eps); the sign takes one bit too":
+                           lambda dt: torch.tensor((torch.finfo(dt).bits - round(-math.log2(torch.finfo(dt).eps)),
+                                                    round(-math.log2(torch.finfo(dt).eps)))),
+                   })
+
+
+# ---- Exercise 2: the gap between neighbouring numbers ----------------------------------------------
+
+def _gap_ref(x, dtype):
+    t = torch.tensor(x, dtype=dtype)
+    return (torch.nextafter(t, torch.tensor(math.inf, dtype=dtype)) - t).float().item()
+
+
+def check_gap_above(fn):
+    cases = [(x, dt) for dt in DTYPES for x in (1.0, 3.0, 1000.0, 0.1, 65000.0 if dt != torch.float16 else 60000.0)]
+    check_function(fn, _gap_ref, cases, name="gap_above", rtol=1e-6, atol=0, mistakes={
+        "the gap grows with the number: eps is the gap at 1.0; at x it is eps * 2^floor(log2(x))":
+            lambda x, dt: torch.finfo(dt).eps,
+        "use the exponent of x, floor(log2(x)), not x itself (eps * x is only right at powers of 2)":
+            lambda x, dt: torch.finfo(dt).eps * x,
+    })
+
+
+# ---- Exercise 3: compensated (Kahan) summation ------------------------------------------------------
+
+def check_kahan_sum(fn):
+    for value, n, dtype in ((0.01, 5000, torch.float16), (0.001, 3000, torch.bfloat16), (0.1, 2000, torch.float16)):
+        try:
+            got = float(fn(torch.full((n,), value, dtype=dtype)))
+        except NotImplementedError:
+            raise NotImplementedError("kahan_sum is still a stub: replace `raise NotImplementedError` "
+                                      "with your code") from None
+        exact = float(torch.tensor(value, dtype=dtype).double()) * n
+        naive = torch.zeros((), dtype=dtype)
+        for v in torch.full((n,), value, dtype=dtype):
+            naive = naive + v
+        step = _gap_ref(exact, dtype)
+        if abs(got - exact) > step:
+            if abs(got - naive.item()) < 1e-9:
+                raise ExerciseFailure("your sum equals the naive running sum: keep the lost low-order part "
+                                      "(c = (t - s) - y) and subtract it from the next term")
+            raise ExerciseFailure(f"sum of {n} x {value} in {dtype}: got {got}, exact {exact:.4f} "
+                                  f"(within one step of {dtype} there, {step}, is expected)")
+    print("\N{CHECK MARK} kahan_sum: within one 16-bit step of the exact sum, where the naive sum stalls")
+
+
+# ---- Exercise 4: a softmax that does not overflow ------------------------------------------------
+
+def check_stable_softmax(fn):
+    g = torch.Generator().manual_seed(0)
+    cases = [((torch.randn(3, 7, generator=g) * 30).half(),), ((torch.randn(2, 5, generator=g) * 3).half(),),
+             ((torch.randn(4, 6, generator=g) * 50).bfloat16(),)]
+
+    def ref(x):
+        return torch.softmax(x.float(), -1).to(x.dtype)
+    try:
+        out = fn(cases[0][0])
+    except NotImplementedError:
+        raise NotImplementedError("stable_softmax is still a stub: replace `raise NotImplementedError` "
+                                  "with your code") from None
+    if not torch.isfinite(out.float()).all():
+        raise ExerciseFailure("NaN or inf: exp(x) overflows fp16 beyond x = 11.1 (e^11.1 > 65,504); "
+                              "subtract each row's max before the exponential")
+    check_function(fn, ref, cases, name="stable_softmax", rtol=1e-2, atol=2e-3, mistakes={
+        "exp(x) overflows fp16 beyond x = 11.1 (e^11.1 > 65,504): subtract each row's max first":
+            lambda x: (x.exp() / x.exp().sum(-1, keepdim=True)),
+        "subtract the max of each row (dim=-1, keepdim=True), not of the whole tensor":
+            lambda x: ((x - x.max()).exp() / (x - x.max()).exp().sum(-1, keepdim=True)),
+    })
+
+
+# ---- Exercise 5: KL divergence between next-token distributions -----------------------------------
+
+def _kl_ref(ref_logits, other_logits):
+    p = ref_logits.double().log_softmax(-1)
+    q = other_logits.double().log_softmax(-1)
+    return (p.exp() * (p - q)).sum(-1).mean()
+
+
+def check_logit_kl(fn):
+    g = torch.Generator().manual_seed(1)
+    cases = [(torch.randn(2, 5, 11, generator=g), torch.randn(2, 5, 11, generator=g)),
+             (torch.randn(1, 3, 7, generator=g) * 4, torch.randn(1, 3, 7, generator=g))]
+    a = torch.randn(1, 4, 9, generator=g)
+    cases.append((a, a + 0.01 * torch.randn(1, 4, 9, generator=g)))
+    check_function(fn, _kl_ref, cases, name="logit_kl", rtol=1e-4, atol=1e-7, mistakes={
+        "KL(reference || other): weight by the *reference* probabilities (the arguments are swapped)":
+            lambda r, o: _kl_ref(o, r),
+        "compare log-probabilities (log_softmax), not raw logits: logits are only defined up to a constant":
+            lambda r, o: (r.double().softmax(-1) * (r.double() - o.double())).sum(-1).mean(),
+    })
+
+
+# ---- Exercise 6: the loss-scale rule -----------------------------------------------------------
+
+def _scale_ref(scale, found_inf, clean_steps, growth_interval):
+    if found_inf:
+        return scale * 0.5, 0
+    clean_steps += 1
+    if clean_steps == growth_interval:
+        return scale * 2.0, 0
+    return scale, clean_steps
+
+
+def check_update_scale(fn):
+    cases = [(65536.0, True, 3, 5), (65536.0, False, 3, 5), (65536.0, False, 4, 5), (1024.0, False, 0, 1),
+             (2.0, True, 0, 2000), (8.0, False, 1998, 2000), (8.0, False, 1999, 2000)]
+    check_function(lambda *a: torch.tensor(fn(*a), dtype=torch.float64),
+                   lambda *a: torch.tensor(_scale_ref(*a), dtype=torch.float64), cases, name="update_scale",
+                   rtol=0, atol=0, mistakes={
+                       "after an overflow, reset the count of clean steps to 0":
+                           lambda s, f, c, g: torch.tensor((s * 0.5, c) if f else _scale_ref(s, f, c, g),
+                                                           dtype=torch.float64),
+                       "on overflow the scale *halves* (backoff 0.5); it doubles only after growth_interval clean steps":
+                           lambda s, f, c, g: torch.tensor((s * 2.0, 0) if f else _scale_ref(s, f, c, g),
+                                                           dtype=torch.float64),
+                       "grow when the clean-step count *reaches* growth_interval, counting this step":
+                           lambda s, f, c, g: torch.tensor(
+                               _scale_ref(s, f, c, g + 1) if not f else (s * 0.5, 0), dtype=torch.float64),
+                   })
+
+
+# ---- Exercise 7: memory to train ------------------------------------------------------------
+
+def _train_ref(n_params, scheme):
+    return n_params * TRAINING_BYTES_PER_PARAMETER[scheme]
+
+
+def check_training_bytes(fn):
+    cases = [(n, s) for n in (3_491_520, 14_659_507_200) for s in TRAINING_BYTES_PER_PARAMETER]
+    check_function(fn, _train_ref, cases, name="training_bytes", rtol=0, atol=0, mistakes={
+        "AdamW keeps two fp32 states per parameter (first and second moment): 8 bytes, not 4":
+            lambda n, s: n * (TRAINING_BYTES_PER_PARAMETER[s] - 4),
+        "count the gradients too (one per parameter)":
+            lambda n, s: n * (TRAINING_BYTES_PER_PARAMETER[s] - (2 if "ZeRO" in s else 4)),
+    })
