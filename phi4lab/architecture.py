@@ -39,6 +39,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from . import config as phi4config
+
 
 # ------------------------------------------------------------------ the pieces, as functions
 
@@ -148,7 +150,7 @@ class Block(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        d, hd = cfg.hidden_size, _head_dim(cfg)
+        d, hd = cfg.hidden_size, phi4config.head_dim(cfg)
         self.input_layernorm = RMSNorm(d, cfg.rms_norm_eps)
         self.self_attn = Attention(d, cfg.num_attention_heads, cfg.num_key_value_heads, hd)
         self.post_attention_layernorm = RMSNorm(d, cfg.rms_norm_eps)
@@ -180,7 +182,7 @@ class Phi4(nn.Module):
         T = tokens.shape[-1]
         if T > self.cfg.max_position_embeddings:
             raise ValueError(f"{T} tokens exceed the context of {self.cfg.max_position_embeddings}")
-        cos, sin = rotary_cos_sin(torch.arange(T, device=tokens.device), _head_dim(self.cfg), self.theta)
+        cos, sin = rotary_cos_sin(torch.arange(T, device=tokens.device), phi4config.head_dim(self.cfg), self.theta)
         x = self.embed_tokens(tokens)
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         for block in self.layers:
@@ -215,7 +217,3 @@ def _rope(cfg) -> dict:
     params.setdefault("rope_theta", getattr(cfg, "rope_theta", 10_000.0))
     params.setdefault("partial_rotary_factor", getattr(cfg, "partial_rotary_factor", 1.0))
     return params
-
-
-def _head_dim(cfg) -> int:
-    return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads

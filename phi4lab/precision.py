@@ -188,6 +188,7 @@ def scaler_trace(model, batches, steps: int, overflow_steps=(), lr: float = 1e-3
     device = next(model.parameters()).device.type
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     scaler = torch.amp.GradScaler(device, init_scale=init_scale, growth_interval=growth_interval)
+    watched = next(model.parameters())
     trace = []
     for step in range(steps):
         tokens = batches(step)
@@ -195,15 +196,14 @@ def scaler_trace(model, batches, steps: int, overflow_steps=(), lr: float = 1e-3
             loss = lm_loss(logits_of(model, tokens), tokens)
         if step in overflow_steps:
             loss = loss * 1e30                    # as if an activation had blown up
-        before = {n: p.detach().clone() for n, p in list(model.named_parameters())[:1]}
+        before = watched.detach().clone()
         scale = scaler.get_scale()
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
         opt.zero_grad(set_to_none=True)
-        name, old = next(iter(before.items()))
-        updated = not torch.equal(dict(model.named_parameters())[name].detach(), old)
-        trace.append(dict(step=step, scale=scale, next_scale=scaler.get_scale(), skipped=not updated,
+        skipped = torch.equal(watched.detach(), before)          # a skipped step leaves the weights as they were
+        trace.append(dict(step=step, scale=scale, next_scale=scaler.get_scale(), skipped=skipped,
                           loss=float(loss.item()) if math.isfinite(loss.item()) else float("inf")))
     return trace
 

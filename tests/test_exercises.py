@@ -168,13 +168,6 @@ def _architecture_mistakes():
     ]
 
 
-@pytest.mark.parametrize("index", range(10))
-def test_architecture_checks_name_typical_mistakes(index):
-    check, wrong, words = _architecture_mistakes()[index]
-    with pytest.raises(ExerciseFailure, match=re.escape(words)):
-        check(wrong)
-
-
 def test_architecture_checks_pass_the_reference(capsys):
     from phi4lab import architecture as A
     from phi4lab.exercises import architecture as X
@@ -205,9 +198,10 @@ def _precision_cases():
     ]
 
 
-@pytest.mark.parametrize("index", range(7))
-def test_precision_checks_name_typical_mistakes(index):
-    check, wrong, words = _precision_cases()[index]
+@pytest.mark.parametrize("table, index", [("architecture", i) for i in range(10)] + [("precision", i) for i in range(7)])
+def test_notebook_01_and_07_checks_name_typical_mistakes(table, index):
+    """Each wrong version gets the message meant for it (notebooks 01 and 07)."""
+    check, wrong, words = {"architecture": _architecture_mistakes, "precision": _precision_cases}[table]()[index]
     with pytest.raises(ExerciseFailure, match=re.escape(words)):
         check(wrong)
 

@@ -260,7 +260,7 @@ def check_forward(fn, hf_model=None):
 
 
 def _run_blocks(model, tokens):
-    cos, sin = A.rotary_cos_sin(torch.arange(tokens.shape[1]), A._head_dim(model.cfg), model.theta)
+    cos, sin = A.rotary_cos_sin(torch.arange(tokens.shape[1]), C.head_dim(model.cfg), model.theta)
     x = model.embed_tokens(tokens)
     for block in model.layers:
         x = block(x, cos, sin)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from phi4lab import config as phi4config
+from phi4lab.architecture import rotate_half
 from phi4lab.analysis import heads, planted
 from phi4lab.exercises.checking import ExerciseFailure, check_function
 from phi4lab.hooks import plan_cache
@@ -46,9 +47,8 @@ def check_pattern_cache_bytes(fn):
 
 def rotate(x, cos, sin):
     """Rotary embedding, rotate-half style (given, not an exercise here; notebook 01 builds it)."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos[:, :, None] + rotated * sin[:, :, None]
+    # x is [batch, seq, heads, d_head] as cached at hook_q/hook_k; cos/sin are [batch, seq, d_head]
+    return x * cos[:, :, None] + rotate_half(x) * sin[:, :, None]
 
 
 def _pattern_variant(scale=True, mask=True, rope=True, tile=False):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from phi4lab.architecture import rms_norm
 from phi4lab.exercises.checking import ExerciseFailure, check_function
 
 
 # ---- Exercise 1: the logit lens by hand --------------------------------------------------------
 
 def _lens_ref(resid, weight, eps, W_U):
-    r = resid.float()
-    return (r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + eps) * weight) @ W_U
+    return rms_norm(resid.float(), weight, eps) @ W_U
 
 
 LENS_MISTAKES = {
