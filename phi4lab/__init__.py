@@ -14,6 +14,7 @@ from phi4lab.loading import (
     WeightsNotFoundError,
     load,
     save,
+    wrap,
 )
 from phi4lab.memory import InsufficientMemoryError
 
@@ -27,4 +28,5 @@ __all__ = [
     "config",
     "load",
     "save",
+    "wrap",
 ]

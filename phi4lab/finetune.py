@@ -148,6 +148,25 @@ def enabled_layers(peft_model, layers):
             layer.enable_adapters(True)
 
 
+def text_stream(tokenizer, texts: list[str]) -> torch.Tensor:
+    """The texts as one 1-D token stream, each followed by <|endoftext|> (as phi4-tiny's corpus was)."""
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    ids = tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return torch.tensor([t for doc in ids for t in doc + [eot]], dtype=torch.long)
+
+
+def window_batches(stream: torch.Tensor, batch_size: int = 16, seq_len: int = 64, seed: int = 0):
+    """get_batch(i) for phi4lab.train: random windows of the stream, a pure function of (seed, i)."""
+    if len(stream) <= seq_len:
+        raise ValueError(f"the stream has {len(stream)} tokens, fewer than one window of {seq_len}")
+
+    def get_batch(i: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + i)
+        starts = torch.randint(0, len(stream) - seq_len, (batch_size,), generator=g)
+        return torch.stack([stream[s:s + seq_len] for s in starts.tolist()])
+    return get_batch
+
+
 def adapt(model, get_batch, steps: int, method: str = "lora", lr: float | None = None, r: int = 8, alpha: int = 16,
           seed: int = 0, progress: bool = False):
     """Fine-tune a copy of `model` with phi4lab.train: method "lora" (peft) or "full". Returns (model, history)."""

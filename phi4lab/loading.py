@@ -361,6 +361,28 @@ def save(model, path: str | os.PathLike, tokenizer: PreTrainedTokenizerFast | No
 # --------------------------------------------------------------------------------------
 
 
+def wrap(model, tokenizer: PreTrainedTokenizerFast | None = None, name: str = "phi4lab-model") -> TransformerBridge:
+    """A TransformerBridge (hooks, run_with_cache) around a Hugging Face Phi-3-architecture model you hold.
+
+    For a model you fine-tuned or merged yourself (phi4lab.finetune returns plain
+    Hugging Face models). The bridge rewires the modules it wraps for its hook
+    points, so keep using the bridge, not the model, afterwards. A peft model is
+    refused: merge it first (phi4lab.finetune.merged).
+    """
+    if hasattr(model, "peft_config"):
+        raise TypeError("this is a peft model: wrap phi4lab.finetune.merged(model), the adapter added into a "
+                        "plain copy of the weights")
+    if not isinstance(model, Phi3ForCausalLM):
+        raise TypeError(f"wrap takes a Hugging Face Phi3ForCausalLM, got {type(model).__name__}")
+    if tokenizer is None:
+        if model.config.vocab_size != VOCAB_SIZE:
+            raise ValueError(f"this model has {model.config.vocab_size:,} token ids, not Phi-4's "
+                             f"{VOCAB_SIZE:,}: pass its tokenizer (for phi4-tiny, model.tokenizer of the "
+                             "bridge you started from)")
+        tokenizer = phi4_tokenizer()
+    return _bridge(model.eval(), tokenizer, name)
+
+
 def _bridge(model: Phi3ForCausalLM, tokenizer: PreTrainedTokenizerFast, name: str) -> TransformerBridge:
     # TransformerLens wants a tokenizer that was created with add_bos_token=True and,
     # if it wasn't, reloads one from disk by name. Our tokenizer is built in memory and,
