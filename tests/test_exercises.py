@@ -101,7 +101,7 @@ def test_every_check_fails_on_the_student_edition(path, tmp_path):
             assert any("\N{CHECK MARK}" in o.get("text", "") for o in cell.outputs), cell.source
 
 
-# ---- notebooks 05 and 06: each check passes its reference and names each listed mistake ----------
+# ---- notebooks 05, 06, 08, 09: each check passes its reference and names each listed mistake -----
 
 def _mistake_cases():
     from phi4lab.exercises import attention as A, interventions as I
@@ -109,6 +109,11 @@ def _mistake_cases():
              (A.check_previous_token_score, A.PREV_MISTAKES), (A.check_induction_score, A.INDUCTION_MISTAKES),
              (I.check_final_norm_logits, I.LENS_MISTAKES), (I.check_component_logits, I.DLA_MISTAKES),
              (I.check_repeat_losses, I.REPEAT_MISTAKES)]
+    from phi4lab.exercises import bias as B, finetune as F          # notebooks 08 and 09
+    table += [(F.check_lora_parameters, F.LORA_COUNT_MISTAKES), (F.check_merge, F.MERGE_MISTAKES),
+              (F.check_attention_change, F.TV_MISTAKES), (F.check_fraction_explained, F.FRACTION_MISTAKES),
+              (F.check_assistant_labels, F.LABEL_MISTAKES), (B.check_word_logprob, B.WORD_MISTAKES),
+              (B.check_diff_of_means, B.DOM_MISTAKES), (B.check_steering_hook, B.STEER_MISTAKES)]
     return [pytest.param(check, message, wrong, id=f"{check.__name__}-{i}")
             for check, mistakes in table for i, (message, wrong) in enumerate(mistakes.items())]
 
@@ -226,3 +231,56 @@ def test_precision_checks_pass_the_reference(capsys):
     X.check_update_scale(X._scale_ref)
     X.check_training_bytes(X._train_ref)
     assert capsys.readouterr().out.count("\N{CHECK MARK}") == 7
+
+
+# ---- notebooks 08 and 09 -------------------------------------------------------------------------
+
+def test_bias_checks_without_a_reference_table_name_their_mistakes():
+    from phi4lab.exercises import bias as B
+
+    def ci(level):
+        def fn(values, n, seed):
+            g = torch.Generator().manual_seed(seed)
+            means = values[torch.randint(0, len(values), (n, len(values)), generator=g)].mean(-1)
+            tail = (1 - level) / 2
+            return torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=values.dtype)).tolist()
+        return fn
+    B.check_bootstrap_ci(ci(0.95))
+    with pytest.raises(ExerciseFailure, match="97.5th percentiles"):
+        B.check_bootstrap_ci(ci(0.90))
+    with pytest.raises(ExerciseFailure, match="\\*with\\* replacement"):
+        B.check_bootstrap_ci(lambda v, n, s: (v.mean(), v.mean()))
+    with pytest.raises(ExerciseFailure, match="word \\*type\\*"):
+        B.check_control_labels(lambda words, seed: torch.arange(len(words)) % 2)
+    with pytest.raises(ExerciseFailure, match="different seeds"):
+        fixed = {"aunt": 1, "king": 1, "man": 0, "queen": 0, "uncle": 1, "woman": 0}
+        B.check_control_labels(lambda words, seed: torch.tensor([fixed[w] for w in words]))
+    with pytest.raises(ExerciseFailure, match="no slot"):
+        B.check_fill_frame(lambda frame, occupation: frame.replace("{occupation}", occupation))
+    with pytest.raises(ExerciseFailure, match="in place"):
+        def inplace(resid, direction, alpha):
+            resid[:, -1] += alpha * direction
+            return resid
+        B.check_steering_hook(inplace)
+
+
+def test_finetune_and_bias_checks_pass_their_references(capsys):
+    from phi4lab.bias import control_labels
+    from phi4lab.exercises import bias as B, finetune as F
+
+    def fill(frame, occupation):
+        if frame.count("{occupation}") != 1:
+            raise ValueError("needs exactly one {occupation} slot")
+        return frame.replace("{occupation}", occupation)
+    F.check_lora_parameters(lambda i, o, r: r * (i + o))
+    F.check_merge(F._merge_ref)
+    F.check_attention_change(F._tv_ref)
+    F.check_fraction_explained(lambda b, f, p: (b - p) / (b - f))
+    F.check_assistant_labels(F._labels_ref)
+    B.check_fill_frame(fill)
+    B.check_word_logprob(B._word_ref)
+    B.check_bootstrap_ci(lambda v, n, s: B._ci_ref(v, n, s).tolist())
+    B.check_diff_of_means(B._dom_ref)
+    B.check_control_labels(control_labels)
+    B.check_steering_hook(B._steer_ref)
+    assert capsys.readouterr().out.count("\N{CHECK MARK}") == 11
