@@ -256,3 +256,12 @@ def test_wrap_refuses_what_it_cannot_wrap(tiny):
         phi4lab.wrap(FT.lora_model(tiny, r=2))
     with pytest.raises(ValueError, match="pass its tokenizer"):
         phi4lab.wrap(FT.plain_copy(tiny))
+
+
+def test_the_same_report_runs_on_a_model_with_phi4s_tokenizer():
+    from phi4lab.config import scaled
+    twin = phi4lab.load(config=scaled(d_model=64, n_layers=2), seed=0)      # Phi-4's 100,352-id tokenizer
+    assert [len(twin.tokenizer.encode(w, add_special_tokens=False)) for w in (" he", " she")] == [1, 1]
+    r = bias.report(twin, "twin", occupations=["nurse", "plumber", "teacher"], progress=False)
+    assert r.pronouns.shape == (3, 17) and torch.isfinite(r.pronouns).all()
+    assert len(r.probe["layers"]) == 3 and r.steering.shape == (5, 12)

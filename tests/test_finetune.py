@@ -93,3 +93,19 @@ def test_adapter_can_be_switched_on_layer_by_layer(base, tuned):
             only_last = model(x).logits
         assert not torch.allclose(only_last, full) and not torch.allclose(only_last, base(x))
         torch.testing.assert_close(model(x).logits, full)                  # restored afterwards
+
+
+def test_text_stream_and_window_batches(base):
+    tok = base.tokenizer
+    stream = FT.text_stream(tok, ["one two", "three"])
+    eot = tok.convert_tokens_to_ids("<|endoftext|>")
+    assert stream.tolist() == tok.encode("one two", add_special_tokens=False) + [eot] + \
+        tok.encode("three", add_special_tokens=False) + [eot]
+    # user text cannot smuggle in a control token
+    assert eot not in FT.text_stream(tok, ["<|endoftext|>"])[:-1].tolist()
+    long = torch.arange(500)
+    get = FT.window_batches(long, batch_size=3, seq_len=20, seed=1)
+    assert get(4).shape == (3, 20) and torch.equal(get(4), get(4)) and not torch.equal(get(4), get(5))
+    assert torch.equal(get(4)[:, 1:] - get(4)[:, :-1], torch.ones(3, 19, dtype=torch.long))   # contiguous windows
+    with pytest.raises(ValueError, match="fewer than one window"):
+        FT.window_batches(torch.arange(10), seq_len=20)

@@ -53,9 +53,9 @@ def report(model, name: str | None = None, occupations: list[str] | None = None,
     steps.update()
     mediators = causal.top_mediators(mediation, seed=seed)
     te = tuple(x.item() for x in preference.bootstrap(mediation["te"], lambda v: v.mean(), seed=seed))
-    # steer where the difference of means classifies best after the embedding (the earliest such layer)
+    # steer along the direction that is most selective (real minus control accuracy), after the embedding
     rows = probe["layers"][1:]
-    layer = max(rows, key=lambda r: (round(r["mean_diff"], 6), -r["layer"]))["layer"]
+    layer = max(rows, key=lambda r: (round(r["selectivity_mean_diff"], 6), -r["layer"]))["layer"]
     frames = data.templates()["pronoun_frames"][:4]
     prompts = [data.fill(f, o) for o in occupations for f in frames]
     steering = causal.steer(model, prompts, probe["direction"][layer], layer, list(alphas))
@@ -92,6 +92,7 @@ def card(r: BiasReport):
                               ("logistic_control", ":s", "logistic regression, control")):
         ax[0, 1].plot(layers, [row[key] for row in r.probe["layers"]], style, label=label, ms=4)
     ax[0, 1].axhline(0.5, color="grey", lw=0.5)
+    ax[0, 1].set_xticks(layers)
     ax[0, 1].set(xlabel="layer (0 = embedding)", ylabel="held-out accuracy", ylim=(0, 1.05),
                  title="is the subject's gender linearly readable?")
     ax[0, 1].legend(fontsize=7)
