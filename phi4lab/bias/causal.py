@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import torch
 
-from ..analysis.interventions import check_tokens
 from . import data
-from .preference import _by_length, _encode, bootstrap
+from .preference import _batches, _encode, bootstrap
+from .probes import residual_hook
 
 
 def _scores(logits: torch.Tensor, female_ids: list[int], male_ids: list[int]) -> torch.Tensor:
@@ -62,23 +62,20 @@ def head_mediation(model, base_prompts: list[str], alt_prompts: list[str], batch
         raise ValueError("give as many base prompts as alternative prompts (and at least one pair)")
     female, male = pronoun_ids(model)
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    device = next(model.parameters()).device
     names = [f"blocks.{layer}.attn.hook_z" for layer in range(n_layers)]
     base_ids = [_encode(model, p, "prompt") for p in base_prompts]
     alt_ids = [_encode(model, p, "prompt") for p in alt_prompts]
     n = len(base_ids)
     alt_z, alt_y = None, torch.empty(n)
-    for batch in _by_length(alt_ids, batch_size):
-        tokens = check_tokens(model, torch.tensor([alt_ids[b] for b in batch], device=device))
+    for batch, tokens in _batches(model, alt_ids, batch_size):
         logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
         z = torch.stack([cache[name][:, -1] for name in names], 1)            # [b, layers, heads, d_head]
         if alt_z is None:
-            alt_z = torch.empty(n, *z.shape[1:], dtype=z.dtype, device=device)
+            alt_z = torch.empty(n, *z.shape[1:], dtype=z.dtype, device=z.device)
         alt_z[batch] = z
         alt_y[batch] = _scores(logits, female, male).cpu()
     base_y, nie = torch.empty(n), torch.empty(n, n_layers, n_heads)
-    for batch in _by_length(base_ids, batch_size):
-        tokens = check_tokens(model, torch.tensor([base_ids[b] for b in batch], device=device))
+    for batch, tokens in _batches(model, base_ids, batch_size):
         y0 = _scores(model(tokens), female, male).cpu()
         base_y[batch] = y0
         for layer in range(n_layers):
@@ -124,12 +121,10 @@ def steer(model, prompts: list[str], direction: torch.Tensor, layer: int, alphas
     if not 0 <= layer <= model.cfg.n_layers:
         raise IndexError(f"layer {layer} is out of range: 0 (the embedding) .. {model.cfg.n_layers}")
     female, male = pronoun_ids(model)
-    name = "blocks.0.hook_resid_pre" if layer == 0 else f"blocks.{layer - 1}.hook_resid_post"
+    name = residual_hook(layer)
     ids = [_encode(model, p, "prompt") for p in prompts]
-    device = next(model.parameters()).device
     out = torch.empty(len(alphas), len(prompts))
-    for batch in _by_length(ids, batch_size):
-        tokens = check_tokens(model, torch.tensor([ids[b] for b in batch], device=device))
+    for batch, tokens in _batches(model, ids, batch_size):
         for a, alpha in enumerate(alphas):
             def push(resid, hook, alpha=alpha):
                 resid = resid.clone()

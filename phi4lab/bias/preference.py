@@ -38,14 +38,17 @@ def _encode(model, text: str, what: str) -> list[int]:
     return encode_text(model.tokenizer, text)
 
 
-def _by_length(sequences: list[list[int]], batch_size: int):
-    """Indices of sequences grouped by length (no padding, so positions stay exact), in batches."""
+def _batches(model, sequences: list[list[int]], batch_size: int):
+    """(indices, tokens): the sequences grouped by length (no padding, so positions stay exact), in batches,
+    each checked against the model's context and put on its device."""
     groups: dict[int, list[int]] = {}
     for i, s in enumerate(sequences):
         groups.setdefault(len(s), []).append(i)
+    device = next(model.parameters()).device
     for _, idx in sorted(groups.items()):
         for k in range(0, len(idx), batch_size):
-            yield idx[k:k + batch_size]
+            batch = idx[k:k + batch_size]
+            yield batch, check_tokens(model, torch.tensor([sequences[b] for b in batch], device=device))
 
 
 @torch.no_grad()
@@ -56,14 +59,12 @@ def word_logprobs(model, prompts: list[str], words: list[str], batch_size: int =
     jobs = [(i, j, prompt_ids[i] + word_ids[j], len(prompt_ids[i]))
             for i in range(len(prompts)) for j in range(len(words))]
     out = torch.empty(len(prompts), len(words))
-    device = next(model.parameters()).device
-    for batch in _by_length([seq for _, _, seq, _ in jobs], batch_size):
-        tokens = check_tokens(model, torch.tensor([jobs[b][2] for b in batch], device=device))
+    for batch, tokens in _batches(model, [seq for _, _, seq, _ in jobs], batch_size):
         logp = model(tokens).float().log_softmax(-1)
         for row, b in enumerate(batch):
             i, j, seq, start = jobs[b]
             # the word's pieces sit at positions start.., each predicted from the position before it
-            positions = torch.arange(start - 1, len(seq) - 1, device=device)
+            positions = torch.arange(start - 1, len(seq) - 1, device=tokens.device)
             targets = tokens[row, start:]
             out[i, j] = logp[row, positions, targets].sum().item()
     return out

@@ -31,7 +31,12 @@ import random
 import torch
 
 from . import data
-from .preference import _by_length, _encode
+from .preference import _batches, _encode
+
+
+def residual_hook(layer: int) -> str:
+    """The hook point of residual layer `layer`: 0 is the embedding (before block 0), k the output of block k - 1."""
+    return "blocks.0.hook_resid_pre" if layer == 0 else f"blocks.{layer - 1}.hook_resid_post"
 
 
 @torch.no_grad()
@@ -40,11 +45,9 @@ def last_residuals(model, prompts: list[str], batch_size: int = 64) -> torch.Ten
     before layer 0 (the embedding) and after every layer."""
     ids = [_encode(model, p, "prompt") for p in prompts]
     n_layers = model.cfg.n_layers
-    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]
+    names = [residual_hook(layer) for layer in range(n_layers + 1)]
     out = torch.empty(n_layers + 1, len(prompts), model.cfg.d_model)
-    device = next(model.parameters()).device
-    for batch in _by_length(ids, batch_size):
-        tokens = torch.tensor([ids[b] for b in batch], device=device)
+    for batch, tokens in _batches(model, ids, batch_size):
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
         for k, name in enumerate(names):
             out[k, batch] = cache[name][:, -1].float().cpu()
