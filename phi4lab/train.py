@@ -122,7 +122,13 @@ def save_checkpoint(out_dir: str | os.PathLike, model, optimizer, step: int, his
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "checkpoint.tmp"
     tmp.mkdir(exist_ok=True)
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # safetensors refuses two names for one storage, which is what tied weights are
+    # (lm_head.weight is embed_tokens.weight); the second name gets its own copy.
+    weights, seen = {}, set()
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        weights[k] = v.clone() if v.data_ptr() in seen else v
+        seen.add(v.data_ptr())
     save_file(weights, tmp / "model.safetensors")
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
@@ -309,7 +315,7 @@ def perplexity(model, tokens: torch.Tensor, max_length: int = 256, stride: int |
     stride = stride or max_length // 2
     if not 0 < stride <= max_length:
         raise ValueError(f"stride must be in (0, max_length], got {stride}")
-    tokens = tokens.flatten()
+    tokens = tokens.flatten().long()        # token streams are often stored as int32 to save memory
     if max_tokens:
         tokens = tokens[:max_tokens]
     if tokens.numel() < 2:
