@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--out", type=Path, default=Path("build/phi4-tiny"),
                       help="output folder (data/phi4-tiny is the shipped copy)")
     tiny.add_argument("--steps", type=int, default=2000, help="steps of the mixture phase")
-    tiny.add_argument("--warmup-steps", type=int, default=1500,
-                      help="steps of the tied, synthetic-only warm-up (0 skips it)")
+    tiny.add_argument("--warmup-steps", type=int, default=None,
+                      help="steps of the tied, synthetic-only warm-up (default: the recipe's; 0 skips it)")
     tiny.add_argument("--archive", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 import json
                 from phi4lab.tiny import build
-                metrics = build(args.out, steps=args.steps, archive=args.archive, warmup_steps=args.warmup_steps)
+                warmup = {} if args.warmup_steps is None else dict(warmup_steps=args.warmup_steps)
+                metrics = build(args.out, steps=args.steps, archive=args.archive, **warmup)
                 print(json.dumps(metrics["final"], indent=1))
                 print(f"phi4-tiny written to {args.out}")
         except SourceError as err:
