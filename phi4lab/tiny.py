@@ -209,25 +209,24 @@ def build(out_dir: str | os.PathLike, steps: int = 2000, batch_size: int = 16, l
         out.update(measure_heads(m, n_ordinary, natural=natural_probe))
         return out
 
+    # Settings both phases share; each phase adds its own schedule, logging cadence and folder.
+    common = dict(lr=lr, warmup_steps=100, weight_decay=0.1, grad_clip=1.0, log_every=25, seed=seed)
     history = []
     if warmup_steps:
         # Phase 1: synthetic rows only, unembedding tied to embedding (module docstring, step 4).
         tie_embeddings(model)
         warm = MixtureSampler(streams, n_ordinary, WARMUP["batch_size"], WARMUP["seq_len"],
                               mixture={"synthetic": 1.0}, seed=seed)
-        cfg = TrainConfig(steps=warmup_steps, lr=lr, warmup_steps=100, schedule="constant", weight_decay=0.1,
-                          grad_clip=1.0, log_every=25, eval_every=250, checkpoint_every=250,
-                          out_dir=str(work / "warmup"), seed=seed,
+        cfg = TrainConfig(steps=warmup_steps, schedule="constant", eval_every=250, checkpoint_every=250,
+                          out_dir=str(work / "warmup"), **common,
                           extra=dict(phase="warm-up", tied_embeddings=True, **WARMUP))
         history = [dict(r, phase="warm-up") for r in train(model, warm, cfg, evaluate)]
         untie_embeddings(model)
     # Phase 2: the mixture, embeddings untied as in Phi-4.
-    cfg = TrainConfig(steps=steps, lr=lr, warmup_steps=100, schedule="cosine", weight_decay=0.1,
-                      grad_clip=1.0, log_every=25, eval_every=200, checkpoint_every=200,
-                      out_dir=str(work / "mixture"), seed=seed,
+    cfg = TrainConfig(steps=steps, schedule="cosine", eval_every=200, checkpoint_every=200,
+                      out_dir=str(work / "mixture"), **common,
                       extra=dict(phase="mixture", mixture=MIXTURE, batch_size=batch_size, seq_len=SEQ_LEN))
-    offset = dict(step=history[-1]["step"], tokens=history[-1]["tokens"],
-                  seconds=history[-1]["seconds"]) if history else dict(step=0, tokens=0, seconds=0)
+    offset = {k: history[-1][k] if history else 0 for k in ("step", "tokens", "seconds")}
     mixture = train(model, MixtureSampler(streams, n_ordinary, batch_size, SEQ_LEN, seed=seed), cfg, evaluate)
     # One timeline: the mixture's steps, tokens and seconds continue the warm-up's.
     history += [dict(r, phase="mixture", **{k: round(r[k] + offset[k], 3) if k == "seconds" else r[k] + offset[k]
