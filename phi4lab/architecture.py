@@ -34,6 +34,8 @@ The details that are easy to get wrong, each one an exercise in notebook 01:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -108,6 +110,35 @@ def gated_mlp(x: torch.Tensor, gate_up_weight: torch.Tensor, down_weight: torch.
     """down(silu(gate) * up), with gate and up stacked in one matrix, gate first."""
     gate, up = F.linear(x, gate_up_weight).chunk(2, dim=-1)
     return F.linear(F.silu(gate) * up, down_weight)
+
+
+# The functions the modules below call, by name. ``using`` swaps in other versions of them.
+PIECES = ("rms_norm", "rotary_cos_sin", "apply_rotary", "split_qkv", "repeat_kv", "causal_attention", "gated_mlp")
+
+
+@contextmanager
+def using(**pieces):
+    """Run the modules below with your own versions of the pieces, then put ours back.
+
+    The modules look the functions up by name in this module each time they run,
+    so inside ``with using(rms_norm=my_rms_norm, causal_attention=my_attention):``
+    every ``Phi4``, ``Block``, ``Attention``, ``MLP`` and ``RMSNorm`` computes with
+    yours: notebook 01 compares the model built from the learner's own pieces with
+    Hugging Face this way. The originals come back even if the body raises.
+    """
+    unknown = sorted(set(pieces) - set(PIECES))
+    if unknown:
+        raise KeyError(f"no piece called {', '.join(unknown)}; the pieces are {', '.join(PIECES)}")
+    not_callable = sorted(name for name, fn in pieces.items() if not callable(fn))
+    if not_callable:
+        raise TypeError(f"{', '.join(not_callable)} must be functions")
+    module = globals()
+    saved = {name: module[name] for name in pieces}
+    module.update(pieces)
+    try:
+        yield
+    finally:
+        module.update(saved)
 
 
 # ------------------------------------------------------------------ the model, as modules

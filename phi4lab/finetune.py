@@ -65,7 +65,8 @@ def lora_model(model, r: int = 8, alpha: int = 16, dropout: float = 0.0, targets
                  "up_proj": "gate_up_proj"}
         hint = "; ".join(f"{t} is part of the fused {fused[t]}" for t in missing if t in fused)
         raise ValueError(f"no linear layer named {missing} in this model (it has {sorted(present & set(LORA_TARGETS))})"
-                         + (f": {hint}, so target that (a Q/V-only adapter is impossible here)" if hint else ""))
+                         + (f": {hint}, so target that (peft adapts whole modules, so a Q/V-only adapter needs the Q and V "
+                            "rows of qkv_proj masked, or the layer unfused, neither of which phi4lab does)" if hint else ""))
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets),
                         task_type="CAUSAL_LM")
     with torch.random.fork_rng(devices=[]):

@@ -7,8 +7,8 @@ its earlier occurrence. It needs two attention layers working together (a
 previous-token head in layer 0 feeds an induction head in layer 1), so a
 one-layer model never gets there.
 
-The smallest setting that shows it on a CPU in minutes (methods notes §4.4,
-after carloslfu/induction-heads-from-scratch): an **attention-only**
+The smallest setting that shows it on a CPU in minutes (after the public
+repository carloslfu/induction-heads-from-scratch): an **attention-only**
 transformer (no MLP, no norms: Elhage et al.'s "mathematical framework"
 setting) with learned positions, trained on random tokens in which a
 16-token segment is copied from a random earlier position to a random later

@@ -17,11 +17,19 @@ plot it.
 Formulas (You et al. 2017, arXiv:1708.03888; You et al. 2019, arXiv:1904.00962;
 as implemented in timm):
 
-    LARS:  trust = eta * ||w|| / (||g|| + wd * ||w|| + eps)   (1 if a norm is 0)
+    LARS:  trust = eta * ||w|| / (||g|| + wd * ||w|| + eps)   (1 if ||w|| or ||g|| is 0)
            v <- mu * v + trust * (g + wd * w);   w <- w - lr * v
     LAMB:  m, v as in Adam with bias correction; u = m_hat / (sqrt(v_hat) + eps) + wd * w
-           trust = ||w|| / ||u||                               (1 if a norm is 0)
+           trust = ||w|| / ||u||                               (1 if ||w|| or ||u|| is 0)
            w <- w - lr * trust * u
+
+Which timm settings these equal: ``timm.optim.Lars`` with its defaults
+(``trust_clip=False``, ``always_adapt=False``: a tensor without weight decay,
+such as a norm weight, gets trust 1), and ``timm.optim.Lamb`` with
+``always_adapt=True`` (the trust ratio applies to every tensor, decayed or not),
+``max_grad_norm=None`` (timm clips the global gradient norm to 1.0 by default;
+here clipping is phi4lab.train's ``grad_clip``, done before the step) and
+``trust_clip=False``, with bias correction on.
 
 Schedules: Phi-4 was pretrained with "linear warm-up and decay" to a peak
 learning rate of 3e-4 (technical report, p. 7). ``lr_at`` gives that and the
@@ -51,9 +59,12 @@ def lr_at(step: int, *, peak: float, warmup: int, total: int, schedule: str = "c
     return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _trust(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
-    # A zero norm (a fresh zero-initialised tensor, or no gradient) means "no adaptation".
-    ok = (numerator > 0) & (denominator > 0)
+def _trust(numerator: torch.Tensor, denominator: torch.Tensor, w_norm: torch.Tensor,
+           step_norm: torch.Tensor) -> torch.Tensor:
+    # A zero norm of the weights (a fresh zero-initialised tensor) or of the step (no gradient)
+    # means "no adaptation": trust 1, as in timm. The test is on the two norms themselves, not on
+    # the ratio's terms: LARS's denominator ||g|| + wd ||w|| stays positive for a zero gradient.
+    ok = (w_norm > 0) & (step_norm > 0)
     return torch.where(ok, numerator / denominator.clamp_min(1e-30), torch.ones_like(numerator))
 
 
@@ -78,7 +89,8 @@ class LARS(torch.optim.Optimizer):
                 trust = torch.ones((), device=w.device)
                 if wd != 0:     # as in timm: no decay (norms, biases) means no adaptation either
                     w_norm, g_norm = w.norm(), g.norm()
-                    trust = _trust(group["trust_coefficient"] * w_norm, g_norm + wd * w_norm + group["eps"])
+                    trust = _trust(group["trust_coefficient"] * w_norm, g_norm + wd * w_norm + group["eps"],
+                                   w_norm, g_norm)
                     g = g.add(w, alpha=wd)
                 state["trust_ratio"] = trust
                 g = g * trust
@@ -117,7 +129,8 @@ class LAMB(torch.optim.Optimizer):
                 update = (m / (1 - beta1**t)) / ((v / (1 - beta2**t)).sqrt() + group["eps"])
                 if group["weight_decay"] != 0:
                     update = update.add(w, alpha=group["weight_decay"])
-                trust = _trust(w.norm(), update.norm())
+                w_norm, u_norm = w.norm(), update.norm()
+                trust = _trust(w_norm, u_norm, w_norm, u_norm)
                 state["trust_ratio"] = trust
                 w.add_(update * trust, alpha=-group["lr"])
         return loss

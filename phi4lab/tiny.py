@@ -11,8 +11,8 @@ CPU; see ``wall_seconds`` in data/phi4-tiny/metrics.json for the measured time):
 3. Build the token streams and the **mixture**. Each training row is drawn
    from one source: Shakespeare, Python, or a *synthetic* slice of random
    token segments repeated to fill the row. Natural text at this scale does
-   not teach induction within a CPU budget (methods notes: no induction head
-   after 10 minutes of char-level training on the stdlib); Phi-4's own
+   not teach induction within a CPU budget (a 10-minute char-level run on the
+   stdlib formed no induction head); Phi-4's own
    mixture is 40% synthetic. Ours is ``MIXTURE`` below.
 4. **A short synthetic warm-up with tied embeddings** comes first, because a
    30% synthetic slice alone did not trigger the induction phase change in
@@ -134,8 +134,19 @@ class MixtureSampler:
         self.sources = list(mixture)
         self.weights = torch.tensor([mixture[s] for s in self.sources], dtype=torch.float)
 
+    def _generator(self, i: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+
+    def sources_of(self, i: int) -> torch.Tensor:
+        """[batch_size] indices into self.sources: where each row of batch i comes from.
+
+        The first draw from batch i's generator, so it can be replayed without the streams
+        (notebook 03 counts the shipped build's rows per source this way).
+        """
+        return torch.multinomial(self.weights, self.batch_size, replacement=True, generator=self._generator(i))
+
     def __call__(self, i: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        g = self._generator(i)
         which = torch.multinomial(self.weights, self.batch_size, replacement=True, generator=g)
         rows = []
         for w in which.tolist():

@@ -103,3 +103,33 @@ def test_bad_inputs_get_clear_errors(model, tokens):
         logit_lens(model, torch.zeros(1, 513, dtype=torch.long))
     with pytest.raises(ValueError, match="same shape"):
         patch(model, tokens, tokens[:, :5], "blocks.0.hook_resid_pre")
+
+
+@pytest.mark.parametrize("hook_name, kwargs, error, message", [
+    ("blocks.0.attn.hook_z", dict(head=8), IndexError, r"query heads 0\.\.7"),
+    ("blocks.0.attn.hook_z", dict(head=-1), IndexError, r"query heads 0\.\.7"),   # not head 7 in disguise
+    ("blocks.0.attn.hook_k", dict(head=2), IndexError, r"key/value heads 0\.\.1"),
+    ("blocks.0.attn.hook_v", dict(head=-1), IndexError, r"key/value heads 0\.\.1"),
+    ("blocks.0.attn.hook_pattern", dict(head=8), IndexError, r"query heads 0\.\.7"),
+    ("blocks.0.hook_resid_pre", dict(head=0), ValueError, "no head axis"),
+    ("blocks.0.hook_resid_pre", dict(positions=[7]), IndexError, r"positions \[7\].*0\.\.6"),
+    ("blocks.0.hook_resid_pre", dict(positions=[-1]), IndexError, r"positions \[-1\]"),
+    ("blocks.0.attn.hook_z", dict(positions=[0, 99], head=0), IndexError, r"positions \[99\]"),
+    ("blocks.0.hook_resid_pre", dict(positions=[]), ValueError, "positions is empty"),
+])
+def test_patch_checks_head_and_positions_before_running(model, tokens, hook_name, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        patch(model, tokens, tokens.flip(-1), hook_name, **kwargs)
+
+
+def test_patch_per_head_indexes_the_right_axis(model, tokens):
+    clean, corrupt = tokens, tokens.flip(-1)
+    # A key/value head of layer 0 patched from the clean run: logits change from the corrupted run's,
+    # and patching every KV head in turn is not the same as patching one.
+    base = model(corrupt)
+    one = patch(model, clean, corrupt, "blocks.0.attn.hook_v", head=1)
+    assert not torch.allclose(one, base)
+    # hook_pattern is [batch, head, query, key]: patching head 3 at query 4 changes nothing before 4.
+    pat = patch(model, clean, corrupt, "blocks.0.attn.hook_pattern", positions=[4], head=3)
+    torch.testing.assert_close(pat[:, :4], base[:, :4])
+    assert not torch.allclose(pat[:, 4], base[:, 4])

@@ -120,6 +120,41 @@ def test_whole_model_logits_match_hugging_face(name, tokens):
         torch.testing.assert_close(ours(tokens), hf(tokens).logits, atol=1e-4, rtol=1e-4)
 
 
+def test_using_runs_the_modules_with_other_pieces_and_restores_ours(hf, tokens):
+    ours = A.Phi4.from_hf(hf)
+    original = A.causal_attention
+    calls = []
+
+    def counting_attention(q, k, v):
+        calls.append(q.shape)
+        return original(q, k, v)
+
+    def no_normalisation(x, weight, eps):
+        return x * weight
+
+    def failing_mlp(x, gate_up_weight, down_weight):
+        raise RuntimeError("a learner's bug")
+
+    with torch.no_grad():
+        with A.using(causal_attention=counting_attention):
+            same = ours(tokens)
+        assert len(calls) == hf.config.num_hidden_layers    # one call per block: the model ran it
+        torch.testing.assert_close(same, hf(tokens).logits, atol=1e-4, rtol=1e-4)
+        with A.using(rms_norm=no_normalisation):
+            broken = ours(tokens)
+        assert not torch.allclose(broken, same, atol=1e-2)
+        with pytest.raises(RuntimeError, match="learner's bug"), A.using(gated_mlp=failing_mlp):
+            ours(tokens)
+        assert A.causal_attention is original and A.gated_mlp.__module__ == A.__name__   # put back
+        torch.testing.assert_close(ours(tokens), same)
+    with pytest.raises(KeyError, match="no piece called softmax"):
+        with A.using(softmax=torch.softmax):
+            pass
+    with pytest.raises(TypeError, match="rms_norm must be functions"):
+        with A.using(rms_norm=1.0):
+            pass
+
+
 def test_trained_phi4_tiny_through_the_bridge():
     bridge = phi4lab.load("phi4-tiny")
     ours = A.Phi4.from_hf(bridge)

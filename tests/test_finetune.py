@@ -43,7 +43,7 @@ def test_lora_trains_exactly_the_counted_parameters(base):
 
 
 def test_q_v_only_adapter_is_refused_with_the_reason(base):
-    with pytest.raises(ValueError, match="fused qkv_proj.*Q/V-only adapter is impossible"):
+    with pytest.raises(ValueError, match="fused qkv_proj.*Q/V-only adapter needs the Q and V rows of qkv_proj masked, or the layer unfused"):
         FT.lora_model(base, targets=["q_proj", "v_proj"])
 
 

@@ -40,6 +40,25 @@ def test_planted_induction_head_ranks_first_and_scores_one():
     assert heads.duplicate_token_scores(pat, P)[1, 3] == pytest.approx(0.0)
 
 
+def test_induction_score_counts_every_query_of_the_second_copy():
+    # Olsson et al. 2022 score every query of the repeated copy, q = P included: query P repeats
+    # token 0, so its target is key 1. An independent loop over (layer, batch, head, query).
+    g = torch.Generator().manual_seed(3)
+    L, B, H, T = 2, 3, 4, 2 * P
+    x = torch.randn(L, B, H, T, T, generator=g) * 3
+    pat = x.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
+    expected = torch.zeros(L, H)
+    for l in range(L):
+        for h in range(H):
+            expected[l, h] = sum(pat[l, b, h, q, q - P + 1] for b in range(B) for q in range(P, T)) / (B * (T - P))
+    torch.testing.assert_close(heads.induction_scores(pat, P), expected, rtol=1e-5, atol=1e-6)
+    # A head that attends to key 1 from query P only is an induction head at that query.
+    pat = uniform_causal()
+    pat[0, :, 0, P] = 0.0
+    pat[0, :, 0, P, 1] = 1.0
+    assert heads.induction_scores(pat, P)[0, 0] > heads.induction_scores(uniform_causal(), P)[0, 0]
+
+
 def test_planted_duplicate_and_sink_heads():
     pat = plant(uniform_causal(), 0, 0, offset=P)
     assert heads.top_heads(heads.duplicate_token_scores(pat, P), 1)[0][:2] == (0, 0)

@@ -60,6 +60,16 @@ def test_zero_weights_get_trust_one():
     assert torch.all(w < 0)
 
 
+@pytest.mark.parametrize("w0, g", [(torch.ones(4, 4), torch.zeros(4, 4)), (torch.zeros(4, 4), torch.ones(4, 4))],
+                         ids=["zero-gradient", "zero-weights"])
+def test_lars_zero_norm_gets_trust_one_with_weight_decay(w0, g):
+    # timm's LARS: trust = 1 where ||w|| = 0 or ||g|| = 0, whatever the weight decay. The
+    # denominator ||g|| + wd ||w|| is not zero for a zero gradient, so it must be ||g|| that is tested.
+    w, state = _one_step(LARS, w0, g, lr=0.1, weight_decay=0.1, momentum=0.0)
+    assert float(state["trust_ratio"]) == 1.0
+    torch.testing.assert_close(w, w0 - 0.1 * (g + 0.1 * w0))
+
+
 def test_make_optimizer_groups_and_names():
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
     opt = make_optimizer(model, "adamw", lr=1e-3, weight_decay=0.1)

@@ -46,6 +46,10 @@ def test_mixture_sampler_is_deterministic_and_follows_the_mixture():
     for share, mask in ((tiny.MIXTURE["prose"], is_prose), (tiny.MIXTURE["code"], is_code),
                         (tiny.MIXTURE["synthetic"], synthetic)):
         assert abs(mask.float().mean().item() - share) < 0.05
+    # sources_of replays each row's source without the streams (notebook 03 counts the build's rows so)
+    replayed = torch.cat([tiny.MixtureSampler({}, 0, 16, 64, seed=0).sources_of(i) for i in range(100)])
+    observed = torch.where(is_prose, 0, torch.where(is_code, 1, 2))
+    assert list(tiny.MIXTURE) == ["prose", "code", "synthetic"] and torch.equal(replayed, observed)
     # synthetic rows repeat with a period in the configured range
     row = rows[synthetic.nonzero()[0, 0]]
     period = next(k for k in range(*tiny.SYNTHETIC_SEGMENT, ) if torch.equal(row[k:], row[:-k]))

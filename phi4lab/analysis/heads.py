@@ -82,10 +82,12 @@ def duplicate_token_scores(patterns: torch.Tensor, period: int) -> torch.Tensor:
 def induction_scores(patterns: torch.Tensor, period: int) -> torch.Tensor:
     """On a sequence repeated with `period`, attention to the token after the earlier copy.
 
-    Query q (in a later copy) -> key q - period + 1. The first query of the
-    second copy is skipped: its target is the start of the second copy itself.
+    Query q (in a later copy) -> key q - period + 1, for every query of the
+    later copies, q >= period, as Olsson et al. (2022) count them. The first
+    query of the second copy, q = period, repeats token 0, so its target is
+    key 1: a valid induction target like any other.
     """
-    return _mean_diagonal(patterns, period - 1, period + 1)
+    return _mean_diagonal(patterns, period - 1, period)
 
 
 def sink_scores(patterns: torch.Tensor) -> torch.Tensor:

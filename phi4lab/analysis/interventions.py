@@ -74,6 +74,43 @@ def ablate_heads(model, tokens, heads: list[tuple[int, int]], kind: str = "zero"
     return model.run_with_hooks(tokens, fwd_hooks=fwd_hooks)
 
 
+# Per-head hook points and where their head axis sits. hook_q and hook_z have one slice per
+# query head; hook_k and hook_v one per *key/value* head (Phi-4 shares each among 4 query heads);
+# hook_pattern and hook_attn_scores are [batch, head, query, key], so their positions are queries.
+# (The bridge's aliases attn.q.hook_out, attn.k.hook_out, ... name the same tensors.)
+_HEAD_AXIS = {"attn.hook_q": ("query", 2), "attn.q.hook_out": ("query", 2),
+              "attn.hook_z": ("query", 2), "attn.o.hook_in": ("query", 2),
+              "attn.hook_k": ("key/value", 2), "attn.k.hook_out": ("key/value", 2),
+              "attn.hook_v": ("key/value", 2), "attn.v.hook_out": ("key/value", 2),
+              "attn.hook_pattern": ("query", 1), "attn.hook_attn_scores": ("query", 1)}
+
+
+def _patch_index(model, hook_name: str, seq_len: int, positions, head) -> tuple:
+    """The index into hook_name's activation that `patch` copies, checked before any run."""
+    leaf = hook_name.split(".", 2)[-1] if hook_name.startswith("blocks.") else hook_name
+    kind, head_axis = _HEAD_AXIS.get(leaf, (None, None))
+    if positions is not None:
+        positions = [int(p) for p in positions]
+        if not positions:
+            raise ValueError("positions is empty: give at least one position, or None for all of them")
+        bad = [p for p in positions if not 0 <= p < seq_len]
+        if bad:
+            raise IndexError(f"positions {bad} are out of range: these prompts have positions 0..{seq_len - 1}")
+    index = [slice(None)] * 3
+    pos_axis = 2 if head_axis == 1 else 1
+    index[pos_axis] = slice(None) if positions is None else positions
+    if head is not None:
+        if kind is None:
+            raise ValueError(f"{hook_name!r} has no head axis; head= applies to the per-head hooks "
+                             f"blocks.L.({', '.join(sorted(_HEAD_AXIS))})")
+        n = model.cfg.n_key_value_heads if kind == "key/value" else model.cfg.n_heads
+        n = n or model.cfg.n_heads
+        if not 0 <= head < n:
+            raise IndexError(f"head {head} is out of range: {hook_name} has {kind} heads 0..{n - 1}")
+        index[head_axis] = head
+    return tuple(index)
+
+
 @torch.no_grad()
 def patch(model, clean_tokens, corrupt_tokens, hook_name: str, positions: list[int] | None = None,
           head: int | None = None) -> torch.Tensor:
@@ -87,15 +124,13 @@ def patch(model, clean_tokens, corrupt_tokens, hook_name: str, positions: list[i
         raise ValueError(f"clean {tuple(clean_tokens.shape)} and corrupted {tuple(corrupt_tokens.shape)} "
                          "prompts must have the same shape")
     check_hook(model, hook_name)
+    index = _patch_index(model, hook_name, clean_tokens.shape[-1], positions, head)
     _, cache = model.run_with_cache(clean_tokens, names_filter=lambda n: n == hook_name)
     clean = cache[hook_name]
 
     def hook(act, hook):
         act = act.clone()
-        index = [slice(None), slice(None) if positions is None else list(positions)]
-        if head is not None:
-            index.append(head)
-        act[tuple(index)] = clean[tuple(index)]
+        act[index] = clean[index]
         return act
 
     return model.run_with_hooks(corrupt_tokens, fwd_hooks=[(hook_name, hook)])

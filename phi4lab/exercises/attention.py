@@ -133,8 +133,11 @@ def _ind_cases():
 INDUCTION_MISTAKES = {
     "that is the duplicate-token head: an induction head attends to the token *after* the earlier copy, "
     "key q - period + 1": lambda p, n: heads.duplicate_token_scores(p, n),
-    "average only over queries in the second copy (q >= period + 1): earlier queries have no earlier copy":
+    "average only over queries in the second copy (q >= period): earlier queries have no earlier copy":
         lambda p, n: p.diagonal(offset=-(n - 1), dim1=-2, dim2=-1).mean(dim=(1, -1)),
+    "start at q = period, not period + 1: the second copy's first query repeats token 0, and its "
+    "target, key 1, is an induction target like any other":
+        lambda p, n: p[..., torch.arange(n + 1, p.shape[-1]), torch.arange(n + 1, p.shape[-1]) - n + 1].mean((1, 3)),
     "the key one *before* the earlier copy (q - period - 1) is off by two: it is q - period + 1":
         lambda p, n: p[..., torch.arange(n + 1, p.shape[-1]), torch.arange(n + 1, p.shape[-1]) - n - 1].mean((1, 3)),
 }

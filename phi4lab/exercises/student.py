@@ -11,7 +11,9 @@ shown. Inside an exercise cell the solution sits between two marker lines:
 
 `make_student` replaces each marked block with `raise NotImplementedError`, at the
 marker's indentation, and keeps everything else (signature, docstring, hints).
-Markdown cells tagged `solution` (worked solutions behind <details>) are dropped.
+Markdown cells tagged `solution` (worked solutions behind <details>) are dropped,
+and the sentences that tell a reader where the solutions are (``EDITION_NOTES``)
+are rewritten to say the student edition has none.
 Outputs of exercise cells and of `check` cells are cleared, so the student edition
 shows no answers, and execution counts are reset.
 """
@@ -27,6 +29,11 @@ import nbformat
 START = re.compile(r"^(?P<indent>\s*)# SOLUTION\s*$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
 STUB = 'raise NotImplementedError("exercise: write your solution here")'
+# Instructor-edition sentence -> what the student edition says instead.
+EDITION_NOTES = {
+    "Hints and solutions sit behind the ▶ arrows.":
+        "Hints sit behind the ▶ arrows; the worked solutions are in the instructor's edition, not in this one.",
+}
 
 
 class MarkerError(ValueError):
@@ -65,6 +72,9 @@ def make_student(nb: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, int]
     for cell in nb.cells:
         if "solution" in tags(cell):
             continue
+        if cell.cell_type == "markdown":
+            for instructor, student in EDITION_NOTES.items():
+                cell.source = cell.source.replace(instructor, student)
         if cell.cell_type == "code":
             cell.source, blocks = strip_solutions(cell.source)
             exercises += bool(blocks)    # one exercise per stub cell, however many functions it holds
