@@ -14,11 +14,19 @@ export TRANSFORMERS_OFFLINE := 1
 # nbval runs each notebook cell as a test. A cell may take this long (the slowest, notebook 08's two
 # fine-tunes, takes about 70 s on an idle 2-core machine): a busy machine must not fail the suite.
 NBVAL := --nbval --sanitize-with course/nbval_sanitize.cfg --nbval-cell-timeout=1800
-# Lab machines differ in their vector instructions. PyTorch picks its kernels by CPU; ATEN_CPU_CAPABILITY
-# forces a lower set (default = generic C++, avx2, avx512), and OMP_NUM_THREADS the thread count, so one
-# machine can check that what nbval compares does not depend on them. These notebooks sum many floats.
+# Lab machines differ in their vector instructions. PyTorch picks its kernels by CPU, in three places:
+# its own ATen kernels (ATEN_CPU_CAPABILITY), MKL's matrix products (MKL_ENABLE_INSTRUCTIONS) and
+# oneDNN's (ONEDNN_MAX_CPU_ISA). Capping all three, and OMP_NUM_THREADS, lets one machine check that
+# what nbval compares does not depend on them: default = no AVX (SSE4.2), avx2, avx512. These
+# notebooks sum many floats.
 CAPABILITY ?= default
 THREADS ?= 2
+MKL_ISA_default := SSE4_2
+MKL_ISA_avx2 := AVX2
+MKL_ISA_avx512 := AVX512
+DNNL_ISA_default := SSE41
+DNNL_ISA_avx2 := AVX2
+DNNL_ISA_avx512 := AVX512_CORE
 PORTABLE_NOTEBOOKS ?= course/01_architecture.ipynb course/06_causal_interventions.ipynb \
                       course/07_mixed_precision.ipynb course/08_finetuning.ipynb
 
@@ -47,7 +55,9 @@ notebooks: $(STAMP)
 
 # e.g. make notebooks-portable CAPABILITY=avx2 THREADS=1 PORTABLE_NOTEBOOKS=course
 notebooks-portable: $(STAMP)
-	ATEN_CPU_CAPABILITY=$(CAPABILITY) OMP_NUM_THREADS=$(THREADS) \
+	@test -n "$(MKL_ISA_$(CAPABILITY))" || { echo "CAPABILITY must be default, avx2 or avx512"; exit 2; }
+	ATEN_CPU_CAPABILITY=$(CAPABILITY) MKL_ENABLE_INSTRUCTIONS=$(MKL_ISA_$(CAPABILITY)) \
+	    ONEDNN_MAX_CPU_ISA=$(DNNL_ISA_$(CAPABILITY)) OMP_NUM_THREADS=$(THREADS) \
 	    $(BIN)/python -m pytest $(PORTABLE_NOTEBOOKS) $(NBVAL) -p no:cacheprovider
 
 student: $(STAMP)

@@ -247,7 +247,7 @@ def build(out_dir: str | os.PathLike, steps: int = 2000, batch_size: int = 16, l
     # Write the shipped folder atomically: build next to it, then swap in.
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     save(model, tmp, tokenizer)
-    metrics = dict(final=final, parameters=sum(p.numel() for p in model.parameters()),
+    metrics = dict(final=final, seed=seed, parameters=sum(p.numel() for p in model.parameters()),
                    wall_seconds=round(time.time() - t_start, 1), corpus_sha256=corpus_data.corpus_sha256(corpus),
                    warmup=dict(WARMUP, steps=warmup_steps, tied_embeddings=True, mixture={"synthetic": 1.0}),
                    mixture=MIXTURE, mixture_steps=steps, batch_size=batch_size, seq_len=SEQ_LEN,

@@ -111,6 +111,7 @@ def test_bad_inputs_get_clear_errors(model, tokens):
     ("blocks.0.attn.hook_k", dict(head=2), IndexError, r"key/value heads 0\.\.1"),
     ("blocks.0.attn.hook_v", dict(head=-1), IndexError, r"key/value heads 0\.\.1"),
     ("blocks.0.attn.hook_pattern", dict(head=8), IndexError, r"query heads 0\.\.7"),
+    ("blocks.0.attn.hook_rot_k", dict(head=2), IndexError, r"key/value heads 0\.\.1"),
     ("blocks.0.hook_resid_pre", dict(head=0), ValueError, "no head axis"),
     ("blocks.0.hook_resid_pre", dict(positions=[7]), IndexError, r"positions \[7\].*0\.\.6"),
     ("blocks.0.hook_resid_pre", dict(positions=[-1]), IndexError, r"positions \[-1\]"),
@@ -122,14 +123,40 @@ def test_patch_checks_head_and_positions_before_running(model, tokens, hook_name
         patch(model, tokens, tokens.flip(-1), hook_name, **kwargs)
 
 
+def _by_hand(model, clean, corrupt, name, select):
+    """An independent patch: copy the clean activation where select(act) says, in a hook of our own."""
+    _, cache = model.run_with_cache(clean, names_filter=lambda n: n == name)
+
+    def hook(act, hook):
+        act = act.clone()
+        mask = select(act)
+        act[mask] = cache[name][mask]
+        return act
+    return model.run_with_hooks(corrupt, fwd_hooks=[(name, hook)])
+
+
 def test_patch_per_head_indexes_the_right_axis(model, tokens):
     clean, corrupt = tokens, tokens.flip(-1)
-    # A key/value head of layer 0 patched from the clean run: logits change from the corrupted run's,
-    # and patching every KV head in turn is not the same as patching one.
     base = model(corrupt)
+
+    def kv_head_1(act):                    # hook_v is [batch, pos, kv_head, d_head]
+        assert act.shape[2] == model.cfg.n_key_value_heads
+        mask = torch.zeros_like(act, dtype=torch.bool)
+        mask[:, :, 1] = True
+        return mask
+
+    def head_3_query_4(act):               # hook_pattern is [batch, head, query, key]
+        assert act.shape[1] == model.cfg.n_heads and act.shape[2] == act.shape[3]
+        mask = torch.zeros_like(act, dtype=torch.bool)
+        mask[:, 3, 4] = True
+        return mask
+
     one = patch(model, clean, corrupt, "blocks.0.attn.hook_v", head=1)
+    torch.testing.assert_close(one, _by_hand(model, clean, corrupt, "blocks.0.attn.hook_v", kv_head_1))
     assert not torch.allclose(one, base)
-    # hook_pattern is [batch, head, query, key]: patching head 3 at query 4 changes nothing before 4.
     pat = patch(model, clean, corrupt, "blocks.0.attn.hook_pattern", positions=[4], head=3)
-    torch.testing.assert_close(pat[:, :4], base[:, :4])
+    torch.testing.assert_close(pat, _by_hand(model, clean, corrupt, "blocks.0.attn.hook_pattern", head_3_query_4))
+    torch.testing.assert_close(pat[:, :4], base[:, :4])           # a later query changes nothing before it
     assert not torch.allclose(pat[:, 4], base[:, 4])
+    with pytest.raises(TypeError, match=r"a list of positions, e.g. \[3\]"):
+        patch(model, clean, corrupt, "blocks.0.hook_resid_pre", positions=3)

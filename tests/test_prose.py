@@ -25,7 +25,6 @@ output prints -0.3. A number after "about", "around", "roughly", "≈" may be 5%
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
@@ -39,14 +38,17 @@ SCALE = {"K": 1e3, "k": 1e3, "thousand": 1e3, "M": 1e6, "million": 1e6, "B": 1e9
          "T": 1e12, "trillion": 1e12, "G": 1e9}
 NUMBER = re.compile(
     r"(?P<sign>[-−+])?(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:[eE][-−+]?\d+)?)"
-    r"(?P<pct>\s?%)?(?:[\s-]?(?P<scale>[KkMBTG]\b|thousand\b|million\b|billion\b|trillion\b))?")
+    r"(?P<pct>\s?%)?(?:(?P<scale>[KkMBTG])\b|[\s-](?P<word>thousand|million|billion|trillion)\b)?")
 # Stripped from prose before numbers are read (see the module docstring).
 NOT_CLAIMS = [
     r"```.*?```", r"`[^`]*`", r"<[^>]+>", r"\]\([^)]*\)", r"https?://\S+", r"arXiv:\s?\S+",
     r"^#+\s*\d+(?:\.\d+)*\.?", r"^>\s*Difficulty.*$", r"\*\*Run time:?\*\*[^.]*\.(?:[^.]*minutes?[^.]*\.)?",
-    r"(?i)(?:\b(?:notebooks?|exercises?|sections?|tables?|figures?|chapters?|appendix|part|pp?\.|eq\.?)|§)\s*"
-    r"\d+(?:\s*(?:,|and|or|to|–|-)\s*\d+)*",
-    r"\b(?:19[5-9]\d|20[0-2]\d)[a-z]?\b(?![,.]\d)",
+    r"(?i)(?:\b(?:notebook|exercise|section|table|figure|fig\.|chapter|appendix|part|p\.|eq\.?)|§)\s*\d+(?:\.\d+)*",
+    r"(?i)\b(?:notebooks|exercises|sections|tables|figures|chapters|pp\.)\s*\d+(?![.,]\d)"
+    r"(?:\s*(?:,|and|or|to|–|-)\s*\d+(?![.,]\d))*",
+    r"\b(?:January|February|March|April|May|June|July|August|September|October|November|December)\s+(?:19|20)\d\d\b",
+    # a year, unless a word follows it as a count's unit would ("2000 steps" is a claim)
+    r"\b(?:19[5-9]\d|20[0-2]\d)[a-z]?\b(?![,.]\d)(?!\s+(?!(?:and|or|to|the|with|in|on|for|as|by)\b)[a-z])",
     r"(?<![\w.-])[A-Za-z_]+[-.]?\d[\w.-]*", r"(?<![\w.-])\d+[A-Za-z_]+\d\w*", r"\b\d+-bit\b",  # Phi-4, L3H3, fp16, 3.5B-style ids
 ]
 NOT_CLAIMS = [re.compile(p, re.S | re.M) for p in NOT_CLAIMS]
@@ -55,7 +57,7 @@ NOT_CLAIMS = [re.compile(p, re.S | re.M) for p in NOT_CLAIMS]
 def _value(m: re.Match) -> tuple[float, float]:
     """(value, half-width of the printed precision) of a number match, scale applied."""
     text = m["num"].replace(",", "")
-    scale = SCALE.get(m["scale"] or "", 1.0)
+    scale = SCALE.get(m["scale"] or m["word"] or "", 1.0)
     if "e" in text.lower():
         mantissa, _, exp = text.lower().replace("−", "-").partition("e")
         decimals = len(mantissa.partition(".")[2])
@@ -180,7 +182,9 @@ def test_cited_facts_have_public_sources_and_are_used():
             assert not re.search(r"phi4-facts|methods notes|methods\.md|shared/|course's", e["source"]), (
                 f"{notebook}: {e['number']} cites a file the learner does not have: {e['source']!r}")
             values = [(v, p, pct) for _, v, p, pct in (every if notebook == "every notebook" else prose[notebook])]
-            (v, p, pct), = numbers_in(e["number"]) or [(math.nan, 0, False)]
+            found = numbers_in(e["number"])
+            assert len(found) == 1, f"{notebook}: cite one number per entry, not {e['number']!r}"
+            (v, p, pct), = found
             assert any(abs(v - w) <= max(p, q) * (1 + 1e-9) for w, q, _ in values), (
                 f"{notebook}: the cited {e['number']!r} ({e['fact']}) appears in no prose any more; remove it")
 
@@ -198,3 +202,8 @@ def test_the_guard_reads_numbers_as_a_learner_would():
     assert supported(v, p, pct, numbers_in("from 1,536 tokens on")) and not supported(v, p, pct, numbers_in("1,600"))
     (_, v, p, pct), = claims("past 1,500 tokens")
     assert not supported(v, p, pct, numbers_in("from 1,536 tokens on"))
+    # a scale letter only right after the digits; one number after a singular reference; counts are not years
+    assert [(w, v) for w, v, *_ in claims("10 K/V heads, 12.8M tokens")] == [("10", 10.0), ("12.8M", 12.8e6)]
+    assert [w for w, *_ in claims("In section 3, 16 pairs agree (report, p. 7 and 40% synthetic)")] == ["16", "40%"]
+    assert [w for w, *_ in claims("trained for 2000 steps (Broder 1997; December 2024)")] == ["2000"]
+    assert [w for w, *_ in claims("the figures 0.94 and 0.96")] == ["0.94", "0.96"]

@@ -78,7 +78,8 @@ def ablate_heads(model, tokens, heads: list[tuple[int, int]], kind: str = "zero"
 # query head; hook_k and hook_v one per *key/value* head (Phi-4 shares each among 4 query heads);
 # hook_pattern and hook_attn_scores are [batch, head, query, key], so their positions are queries.
 # (The bridge's aliases attn.q.hook_out, attn.k.hook_out, ... name the same tensors.)
-_HEAD_AXIS = {"attn.hook_q": ("query", 2), "attn.q.hook_out": ("query", 2),
+_HEAD_AXIS = {"attn.hook_q": ("query", 2), "attn.q.hook_out": ("query", 2), "attn.hook_rot_q": ("query", 2),
+              "attn.hook_rot_k": ("key/value", 2),
               "attn.hook_z": ("query", 2), "attn.o.hook_in": ("query", 2),
               "attn.hook_k": ("key/value", 2), "attn.k.hook_out": ("key/value", 2),
               "attn.hook_v": ("key/value", 2), "attn.v.hook_out": ("key/value", 2),
@@ -90,6 +91,8 @@ def _patch_index(model, hook_name: str, seq_len: int, positions, head) -> tuple:
     leaf = hook_name.split(".", 2)[-1] if hook_name.startswith("blocks.") else hook_name
     kind, head_axis = _HEAD_AXIS.get(leaf, (None, None))
     if positions is not None:
+        if isinstance(positions, int) or not hasattr(positions, "__iter__"):
+            raise TypeError(f"positions must be a list of positions, e.g. [{positions}], not {type(positions).__name__}")
         positions = [int(p) for p in positions]
         if not positions:
             raise ValueError("positions is empty: give at least one position, or None for all of them")
@@ -116,8 +119,11 @@ def patch(model, clean_tokens, corrupt_tokens, hook_name: str, positions: list[i
           head: int | None = None) -> torch.Tensor:
     """Run the corrupted prompt with `hook_name`'s activation taken from the clean run.
 
-    positions: only these positions (default all); head: only this head (for
-    per-head hooks such as ``blocks.L.attn.hook_z``). Returns the patched logits.
+    positions: only these positions, a list of indices 0..T-1 (default all;
+    negative indices are refused, not counted from the end); head: only this
+    head (for per-head hooks such as ``blocks.L.attn.hook_z``; for ``hook_k`` and
+    ``hook_v`` a key/value head). Both are checked before anything runs.
+    Returns the patched logits.
     """
     clean_tokens, corrupt_tokens = check_tokens(model, clean_tokens), check_tokens(model, corrupt_tokens)
     if clean_tokens.shape != corrupt_tokens.shape:

@@ -139,7 +139,7 @@ INDUCTION_MISTAKES = {
     "target, key 1, is an induction target like any other":
         lambda p, n: p[..., torch.arange(n + 1, p.shape[-1]), torch.arange(n + 1, p.shape[-1]) - n + 1].mean((1, 3)),
     "the key one *before* the earlier copy (q - period - 1) is off by two: it is q - period + 1":
-        lambda p, n: p[..., torch.arange(n + 1, p.shape[-1]), torch.arange(n + 1, p.shape[-1]) - n - 1].mean((1, 3)),
+        lambda p, n: p[..., torch.arange(n, p.shape[-1]), torch.arange(n, p.shape[-1]) - n - 1].mean((1, 3)),
 }
 
 
