@@ -108,12 +108,26 @@ def test_each_detector_ranks_the_head_planted_in_the_weights_first(planted_model
     pat = heads.attention_patterns(planted_model, planted.repeated_prompt(period, 2, 4))
     scores = {"previous_token": heads.previous_token_scores(pat),
               "sink": heads.sink_scores(pat),
-              "duplicate_token": heads.duplicate_token_scores(pat, period),
-              "induction": heads.induction_scores(pat, period)}[job]
+              "duplicate_token": heads.duplicate_token_scores(pat, period, prefix=1),     # BOS comes first
+              "induction": heads.induction_scores(pat, period, prefix=1)}[job]
     (layer, head, score), (_, _, runner_up) = heads.top_heads(scores, 2)
     assert (layer, head) == planted.PLANTED[job]
     # a clear winner, not a tie broken by luck (the duplicate head also attends to itself: ~0.4)
     assert score > 0.35 and score > 2.5 * runner_up
+
+
+def test_the_prefix_moves_the_second_copy(planted_model):
+    # With BOS first, the planted induction head is perfect on the second copy's queries (from
+    # period + 1); counting query `period`, which is still in the first copy, would cost it 1/period.
+    from phi4lab.analysis import planted
+    period = 8
+    pat = heads.attention_patterns(planted_model, planted.repeated_prompt(period, 2, 4))
+    layer, head = planted.PLANTED["induction"]
+    with_bos = heads.induction_scores(pat, period, prefix=1)[layer, head]
+    assert with_bos > 0.99
+    assert heads.induction_scores(pat, period)[layer, head] < with_bos - 0.05
+    # and slicing the BOS off gives the prefix-free score
+    torch.testing.assert_close(heads.induction_scores(pat[..., 1:, 1:], period), heads.induction_scores(pat, period, prefix=1))
 
 
 def test_the_planted_induction_circuit_predicts_repeats_and_needs_both_heads(planted_model):

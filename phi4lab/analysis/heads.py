@@ -74,20 +74,27 @@ def previous_token_scores(patterns: torch.Tensor) -> torch.Tensor:
     return _mean_diagonal(patterns, 1, 1)
 
 
-def duplicate_token_scores(patterns: torch.Tensor, period: int) -> torch.Tensor:
-    """On a sequence repeated with `period`, attention to the same token one period back."""
-    return _mean_diagonal(patterns, period, period)
+def duplicate_token_scores(patterns: torch.Tensor, period: int, prefix: int = 0) -> torch.Tensor:
+    """On a sequence repeated with `period`, attention to the same token one period back.
+
+    prefix: tokens before the first copy (1 for a prompt that starts with BOS).
+    """
+    return _mean_diagonal(patterns, period, period + prefix)
 
 
-def induction_scores(patterns: torch.Tensor, period: int) -> torch.Tensor:
+def induction_scores(patterns: torch.Tensor, period: int, prefix: int = 0) -> torch.Tensor:
     """On a sequence repeated with `period`, attention to the token after the earlier copy.
 
     Query q (in a later copy) -> key q - period + 1, for every query of the
     later copies, q >= period, as Olsson et al. (2022) count them. The first
     query of the second copy, q = period, repeats token 0, so its target is
     key 1: a valid induction target like any other.
+
+    prefix: tokens before the first copy. A prompt that starts with BOS (as
+    ``analysis.planted.repeated_prompt`` does) has prefix=1: its second copy
+    starts at period + 1, and query period is still in the first copy.
     """
-    return _mean_diagonal(patterns, period - 1, period)
+    return _mean_diagonal(patterns, period - 1, period + prefix)
 
 
 def sink_scores(patterns: torch.Tensor) -> torch.Tensor:

@@ -153,7 +153,8 @@ def _check_on_planted(fn, job, call):
     """The known-answer test: phi4lab's planted-weights model has this head at PLANTED[job]."""
     model = planted.planted_model()
     period = 8
-    pat = heads.attention_patterns(model, planted.repeated_prompt(period, 2, 4))
+    # The planted prompt starts with BOS; without it, the copies start at 0 and period, as the exercise assumes.
+    pat = heads.attention_patterns(model, planted.repeated_prompt(period, 2, 4))[..., 1:, 1:]
     (layer, head, score), = heads.top_heads(call(fn, pat, period), 1)
     if (layer, head) != planted.PLANTED[job]:
         raise ExerciseFailure(f"on the planted model your detector ranks L{layer}H{head} first, but the "
