@@ -36,6 +36,7 @@ import os
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
 from transformers import Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
@@ -179,7 +180,44 @@ def read_config(path: Path) -> Phi3Config:
             f"{path} holds a {found} model (model_type {raw.get('model_type')!r}); phi4lab loads "
             "Phi-3-architecture checkpoints (Phi3ForCausalLM, model_type 'phi3'), as Phi-4 is."
         )
-    return Phi3Config.from_pretrained(path)
+    try:
+        cfg = Phi3Config.from_pretrained(path)
+    except (ValueError, TypeError, ZeroDivisionError, KeyError, StrictDataclassError) as err:
+        raise CheckpointError(f"{cfg_file} has values Phi3Config cannot take: {err}") from None
+    check_config_sizes(cfg, str(cfg_file))
+    return cfg
+
+
+# The sizes a Phi-3-architecture config.json must state as positive integers. They are checked,
+# and the weights' bytes counted, from the config's arithmetic alone: nothing is built before that,
+# not even on the meta device (building 100,000 empty layers takes minutes and gigabytes).
+CONFIG_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                "intermediate_size", "vocab_size", "max_position_embeddings")
+# The longest context phi4lab accepts: 2**21 tokens, 16 times Phi-3's longest (131,072).
+MAX_CONTEXT = 2**21
+
+
+def check_config_sizes(cfg: Phi3Config, where: str) -> None:
+    """Refuse sizes no model can have (zero, negative, fractional, absurdly long contexts) with the file named."""
+    problems = []
+    for name in CONFIG_SIZES:
+        value = getattr(cfg, name, None)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            problems.append(f"{name} = {value!r} (must be a positive integer)")
+    if not problems:
+        heads, kv = cfg.num_attention_heads, cfg.num_key_value_heads
+        if heads % kv:
+            problems.append(f"num_attention_heads = {heads} is not a multiple of num_key_value_heads = {kv}")
+        explicit = getattr(cfg, "head_dim", None)
+        if explicit is None and cfg.hidden_size % heads:
+            problems.append(f"hidden_size = {cfg.hidden_size} is not a multiple of num_attention_heads = {heads}")
+        elif explicit is not None and (isinstance(explicit, bool) or not isinstance(explicit, int) or explicit <= 0):
+            problems.append(f"head_dim = {explicit!r} (must be a positive integer)")
+        if cfg.max_position_embeddings > MAX_CONTEXT:
+            problems.append(f"max_position_embeddings = {cfg.max_position_embeddings:,} is longer than phi4lab "
+                            f"supports ({MAX_CONTEXT:,} tokens)")
+    if problems:
+        raise CheckpointError(f"{where} describes no model phi4lab can build: " + "; ".join(problems))
 
 
 def _safetensors_files(path: Path) -> list[Path]:
@@ -240,7 +278,8 @@ def _tokenizer_for(cfg: Phi3Config, path: Path | None) -> PreTrainedTokenizerFas
 def _load_local(path, dtype, device, device_map, tokenizer, budget, label):
     path = Path(path)
     cfg = read_config(path)
-    validate_checkpoint(path, cfg)
+    # The memory pre-flight first, from the config's arithmetic; only then the tensors' names and
+    # shapes, which builds the module tree on the meta device.
     preflight(
         phi4config.weight_bytes(cfg, dtype),
         what=f"{label} ({phi4config.count_parameters(cfg):,} parameters) in {dtype}",
@@ -248,6 +287,7 @@ def _load_local(path, dtype, device, device_map, tokenizer, budget, label):
         budget_bytes=budget,
         advice="Try dtype=torch.bfloat16 on a GPU, or a machine with more memory.",
     )
+    validate_checkpoint(path, cfg)
     tokenizer = tokenizer or _tokenizer_for(cfg, path)
     kwargs = dict(dtype=dtype, attn_implementation="eager", use_safetensors=True, trust_remote_code=False)
     if device_map is not None:

@@ -261,6 +261,20 @@ _JS = """
 """
 
 
+def script_json(value) -> str:
+    """JSON that is safe inside an inline <script>: a token label "</script><svg onload=...>" stays data.
+
+    ``json.dumps`` leaves <, > and & as they are, and the HTML parser ends a script at the first
+    "</script" whatever the JavaScript around it says. Escaped as \\u003c etc. they are the same
+    string to JavaScript and no tag to HTML. U+2028 and U+2029 end a line in older JavaScript.
+    """
+    text = json.dumps(value)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escaped)
+    return text
+
+
 class AttentionView:
     """A built view: shows itself in Jupyter, saves itself as HTML, PNG or SVG."""
 
@@ -273,8 +287,8 @@ class AttentionView:
         # The script finds its own view through document.currentScript; the id
         # (a hash of the content, so the page is deterministic) is the fallback.
         eid = element_id or "p4l-" + hashlib.sha1(self._body.encode()).hexdigest()[:12]
-        script = _JS % dict(id=json.dumps(eid), tokens=json.dumps(self.tokens),
-                            palette=json.dumps(self._colours), levels=LEVELS)
+        script = _JS % dict(id=script_json(eid), tokens=script_json(self.tokens),
+                            palette=script_json(self._colours), levels=LEVELS)
         return (f'<div class="p4l-att" id="{eid}"><style>{_CSS}</style>'
                 f'<div class="title"><b>{html.escape(self.title)}</b></div>{self._body}'
                 f'<div class="tip"></div><script>{script}</script></div>')
@@ -423,7 +437,7 @@ def head_overview(scores: torch.Tensor, *, n_kv_heads: int | None = None, score_
             ink = "#fff" if v / top > 0.55 else "#000"
             sep = "gsep" if per > 1 and h % per == 0 and h else ""
             cells.append(f'<td class="{sep}" style="background:rgb({r},{g},{b});color:{ink}" '
-                         f'title="L{layer}H{h} {score_name} {v:.3f}">{v:.2f}</td>')
+                         f'title="L{layer}H{h} {html.escape(score_name)} {v:.3f}">{v:.2f}</td>')
         rows.append(f"<tr><td><b>L{layer}</b></td>{''.join(cells)}</tr>")
     note = f"<div style='color:#666'>thick lines separate the {n_kv_heads} key/value groups</div>" if per > 1 else ""
     body = f'<table class="ov">{"".join(rows)}</table>{note}'

@@ -262,3 +262,35 @@ def test_attention_view_hover_reads_weights_back_in_chromium(browser, tmp_path):
     assert "flat" in page.locator(".grid").get_attribute("class")
     assert not errors
     page.close()
+
+
+def test_hostile_strings_run_no_script_in_any_view(browser, tmp_path):
+    """Token labels, titles and typed text that try to break out of the page stay text in Chromium."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_viz import HOSTILE, hostile_views
+
+    from phi4lab import explorer as X
+    from phi4lab.tokenizer import phi4_tokenizer
+    pages = {f"view{i}.html": v for i, v in enumerate(hostile_views())}
+    for name, view in pages.items():
+        view.save(tmp_path / name)
+    typed = " ".join(HOSTILE)
+    explorer_html = X.page(typed, [X.phi4()]) + X.chat_view(phi4_tokenizer(), [{"role": "user", "content": typed}])[0]
+    (tmp_path / "explorer.html").write_text(f"<!doctype html><meta charset='utf-8'>{explorer_html}", encoding="utf-8")
+    for name in [*pages, "explorer.html"]:
+        page = browser.new_page()
+        errors, dialogs = [], []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto((tmp_path / name).as_uri())
+        page.wait_for_timeout(300)                   # give an onload/onerror payload time to fire
+        assert page.evaluate("window.__pwned") is None, name
+        assert not dialogs and not errors, (name, dialogs, errors)
+        img = page.locator("img[data-head]").first
+        if img.count():                              # the hover script still runs, and shows the label as text
+            box = img.bounding_box()
+            page.mouse.move(box["x"] + 2, box["y"] + box["height"] - 2)     # last query, key 0
+            assert HOSTILE[0] in page.locator(".tip").inner_text(), name
+        page.close()

@@ -39,6 +39,23 @@ def test_diagnoses_name_the_likely_mistake():
     assert diagnose(rms_norm(x), rms_norm(x)) is None
 
 
+def test_an_answer_that_writes_into_its_input_fails_and_is_told_so():
+    from phi4lab.exercises import architecture as E
+    # a wrong answer that zeroes its input used to pass: the reference then saw the zeroed tensor
+    with pytest.raises(ExerciseFailure, match=r"changed its input in place \(argument 1\)"):
+        E.check_apply_rotary(lambda x, c, s: (x.zero_(), torch.zeros_like(x))[1])
+
+    # a right answer computed in place is told what it did, and the caller's tensors are untouched
+    def in_place(x, cos, sin):
+        rotated = E.A.apply_rotary(x, cos, sin)
+        return x.copy_(rotated)
+    with pytest.raises(ExerciseFailure, match="the result is right, but your function changed its input"):
+        E.check_apply_rotary(in_place)
+    case = torch.ones(3)
+    check_function(lambda x: x * 2, lambda x: x * 2, [(case,)], name="double")
+    assert torch.equal(case, torch.ones(3))
+
+
 def test_tolerance_follows_dtype():
     y = torch.randn(1000, generator=torch.Generator().manual_seed(0))
     rounded_early = y.bfloat16() * 3  # one extra bf16 rounding: ~0.4% relative error

@@ -145,6 +145,39 @@ def test_weights_that_disagree_with_config_are_refused(tiny_dir, tmp_path):
         phi4lab.load(tmp_path)
 
 
+def _with_config(tiny_dir, tmp_path, **changes):
+    shutil.copy(tiny_dir / "model.safetensors", tmp_path)
+    raw = json.loads((tiny_dir / "config.json").read_text())
+    raw.update(changes)
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    return tmp_path
+
+
+@pytest.mark.parametrize("layers", [10**6, 10**8])
+def test_a_huge_config_is_refused_from_its_arithmetic_before_anything_is_built(tiny_dir, tmp_path, layers, monkeypatch):
+    # Building even empty (meta-device) layers for such a config took minutes and gigabytes;
+    # the refusal must come from the pre-flight, before any module exists.
+    built = []
+    monkeypatch.setattr(loading, "Phi3ForCausalLM", lambda *a, **k: built.append(1) or pytest.fail("a model was built"))
+    with pytest.raises(phi4lab.InsufficientMemoryError, match="Nothing was allocated"):
+        phi4lab.load(_with_config(tiny_dir, tmp_path, num_hidden_layers=layers))
+    assert not built
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(num_hidden_layers=0), "num_hidden_layers = 0"),
+    (dict(num_hidden_layers=-3), "num_hidden_layers = -3"),
+    (dict(hidden_size=64.5), "hidden_size"),
+    (dict(vocab_size="4096"), "vocab_size"),
+    (dict(num_attention_heads=8, num_key_value_heads=3), "not a multiple of num_key_value_heads"),
+    (dict(max_position_embeddings=10**12), "max_position_embeddings = 1,000,000,000,000 is longer"),
+])
+def test_impossible_sizes_are_refused_with_the_file_named(tiny_dir, tmp_path, changes, message):
+    with pytest.raises(phi4lab.CheckpointError, match="config.json") as info:
+        phi4lab.load(_with_config(tiny_dir, tmp_path, **changes))
+    assert message in str(info.value)
+
+
 def test_other_architectures_are_named(tiny_dir, tmp_path):
     shutil.copy(tiny_dir / "model.safetensors", tmp_path)
     raw = json.loads((tiny_dir / "config.json").read_text())

@@ -150,3 +150,33 @@ def test_token_view_shades_by_attention_and_greys_the_future():
     page = viz.token_view(p, ["a", "b", "c"], 0, 0, 1)
     assert 'title="key 1: 0.750"' in page and 'title="key 2: 0.000"' in page
     assert page.count("color:#aaa") == 1                      # only the future token is greyed
+
+
+HOSTILE = ["</SCRIPT/><svg/onload=window.__pwned=1>", "\"><img src=x onerror=window.__pwned=1>",
+           "</script><script>window.__pwned=1</script>", "&lt;b&gt;", "\u2028\u2029"]
+
+
+def hostile_views():
+    """Every attention view, with hostile strings wherever text reaches the page."""
+    p = causal_softmax(L=1, H=2, T=len(HOSTILE))[:, None].squeeze(1)
+    labels = list(HOSTILE)
+    return [viz.attention_head(p, labels, 0, 0), viz.attention_heads(p, labels, 0, n_kv_heads=1),
+            viz.head_overview(torch.rand(2, 4), n_kv_heads=2, score_name=HOSTILE[1], vmax=1.0)]
+
+
+def test_hostile_labels_stay_text_in_every_view():
+    for view in hostile_views():
+        page = view.html()
+        # our one script, closed once; no tag or attribute from the labels
+        assert page.count("<script>") == 1 and page.lower().count("</script") == 1
+        assert "<svg" not in page and "<img src=x" not in page
+        body = page[page.index("<script>") + len("<script>"):page.lower().index("</script")]
+        assert "</" not in body and "<svg" not in body.lower()
+
+
+def test_script_json_round_trips_and_never_closes_a_script():
+    import json
+    for s in HOSTILE:
+        text = viz.script_json([s, {"k": s}])
+        assert json.loads(text) == [s, {"k": s}]
+        assert "<" not in text and ">" not in text and "&" not in text

@@ -18,6 +18,7 @@ Tolerances depend on the dtype: bf16 keeps about 3 significant digits, fp32 abou
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -98,6 +99,37 @@ def diagnose(actual: Any, expected: Any, *, mistakes: Mapping[str, Any] = (), rt
     return f"values differ: largest difference {err.max().item():.3g}{at} (yours {a[where].item():.6g}, expected {b[where].item():.6g})"
 
 
+def _fresh(x: Any) -> Any:
+    """A copy of a test case's arguments for one call: every tensor cloned, containers rebuilt.
+
+    The learner's function, the reference and each mistake get their own copies, so an answer
+    that writes into its input cannot change what the reference sees. Modules are shared (they
+    are models, too big to copy, and no exercise writes into them).
+    """
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone()
+    if isinstance(x, torch.nn.Module):
+        return x
+    if isinstance(x, (list, tuple)):
+        return type(x)(_fresh(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _fresh(v) for k, v in x.items()}
+    try:
+        return copy.deepcopy(x)
+    except Exception:        # an object that cannot be copied is passed as it is
+        return x
+
+
+def _changed_arguments(before: tuple, after: tuple) -> list[int]:
+    """1-based positions of the tensor arguments that a call wrote into."""
+    changed = []
+    for i, (a, b) in enumerate(zip(before, after), 1):
+        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+            if a.shape != b.shape or not torch.equal(torch.nan_to_num(a), torch.nan_to_num(b)):
+                changed.append(i)
+    return changed
+
+
 def check_function(
     fn: Callable,
     reference: Callable,
@@ -116,13 +148,20 @@ def check_function(
     name = name or getattr(fn, "__name__", "your function")
     cases = list(cases)
     for i, case in enumerate(cases):
+        mine = _fresh(tuple(case))
         try:
-            actual = fn(*case)
+            actual = fn(*mine)
         except NotImplementedError:
             raise NotImplementedError(f"{name} is still a stub: replace `raise NotImplementedError` with your code") from None
-        expected = reference(*case)
-        wrong = {message: mistake(*case) for message, mistake in dict(mistakes).items()}
+        changed = _changed_arguments(tuple(case), mine)
+        expected = reference(*_fresh(tuple(case)))
+        wrong = {message: mistake(*_fresh(tuple(case))) for message, mistake in dict(mistakes).items()}
         problem = diagnose(actual, expected, mistakes=wrong, rtol=rtol, atol=atol)
+        if changed:
+            args = ", ".join(f"argument {k}" for k in changed)
+            problem = (f"{problem}; also, " if problem else "the result is right, but ") + (
+                f"your function changed its input in place ({args}): the caller's tensors must stay as they were. "
+                "Use out-of-place operations (x = x * 2, not x *= 2 or x.mul_(2)), or clone first")
         if problem:
             raise ExerciseFailure(f"{name}, test case {i + 1} of {len(cases)}: {problem}")
     print(f"\N{CHECK MARK} {name}: all {len(cases)} test cases pass")
