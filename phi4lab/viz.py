@@ -64,7 +64,7 @@ def patterns_from(source, tokens=None, layer: int | None = None) -> torch.Tensor
     ActivationCache holding ``blocks.*.attn.hook_pattern``; or a model, in
     which case `tokens` are run through it.
     """
-    if hasattr(source, "run_with_cache") or hasattr(source, "config"):
+    if _is_model(source):
         from .analysis.heads import attention_patterns
         if tokens is None:
             raise ValueError("give the tokens to run through the model")
@@ -99,6 +99,39 @@ def _check_layer_head(p: torch.Tensor, layer: int, head: int | None = None) -> N
         raise IndexError(f"layer {layer} is out of range: these patterns have layers 0..{L - 1}")
     if head is not None and not 0 <= head < H:
         raise IndexError(f"head {head} is out of range: these patterns have query heads 0..{H - 1}")
+
+
+def _is_model(source) -> bool:
+    return hasattr(source, "run_with_cache") or hasattr(source, "config")
+
+
+def _patterns_and_labels(source, tokens) -> tuple[torch.Tensor, list | None]:
+    """(patterns, token labels) for a view: from patterns and labels, or from a model and its input.
+
+    With a model, `tokens` is the text or the token ids to run, and the labels are the model's
+    own string tokens; with patterns (or a cache), `tokens` are the labels.
+    """
+    if not _is_model(source):
+        return patterns_from(source), tokens
+    if tokens is None:
+        raise ValueError("give the text or the token ids to run through the model")
+    from .analysis.interventions import check_tokens
+    if isinstance(tokens, str):
+        if not tokens:
+            raise ValueError("the prompt is empty: type some text to look at")
+        if not hasattr(source, "to_tokens"):
+            raise TypeError("text needs a phi4lab/TransformerLens model; give a Hugging Face model token ids")
+        tokens = source.to_tokens(tokens)
+    ids = torch.as_tensor(tokens)
+    ids = ids[None] if ids.ndim == 1 else ids
+    if ids.shape[0] != 1:
+        raise ValueError(f"a view shows one prompt; got a batch of {ids.shape[0]}: pick one, e.g. tokens[:1]")
+    if hasattr(source, "cfg"):
+        ids = check_tokens(source, ids)
+        labels = source.to_str_tokens(ids[0])
+    else:
+        labels = [str(int(t)) for t in ids[0]]
+    return patterns_from(source, ids), labels
 
 
 def _labels(tokens, n: int) -> list[str]:
@@ -331,8 +364,12 @@ def _img(codes: torch.Tensor, colours, label: str, px: int) -> str:
 
 def attention_head(patterns, tokens=None, layer: int = 0, head: int = 0, *, size: int = 420,
                    contrast: str = "sqrt") -> AttentionView:
-    """One head's pattern, big, with token labels on prompts up to 64 tokens and a hover read-out."""
-    p = patterns_from(patterns)
+    """One head's pattern, big, with token labels on prompts up to 64 tokens and a hover read-out.
+
+    patterns: patterns or a cache (then `tokens` are the labels), or a model (then `tokens` is
+    the text or the token ids to run, and the labels are its string tokens).
+    """
+    p, tokens = _patterns_and_labels(patterns, tokens)
     _check_layer_head(p, layer, head)
     n = p.shape[-1]
     labels = _labels(tokens, n)
@@ -370,8 +407,11 @@ def attention_head(patterns, tokens=None, layer: int = 0, head: int = 0, *, size
 
 def attention_heads(patterns, tokens=None, layer: int = 0, *, n_kv_heads: int | None = None, size: int | None = None,
                     contrast: str = "sqrt") -> AttentionView:
-    """All heads of one layer as a grid, framed by shared key/value head (with a toggle to ungroup)."""
-    p = patterns_from(patterns)
+    """All heads of one layer as a grid, framed by shared key/value head (with a toggle to ungroup).
+
+    patterns: as for `attention_head`: patterns or a cache with labels, or a model with its input.
+    """
+    p, tokens = _patterns_and_labels(patterns, tokens)
     _check_layer_head(p, layer)
     H, n = p.shape[1], p.shape[-1]
     n_kv = n_kv_heads or H

@@ -180,3 +180,22 @@ def test_script_json_round_trips_and_never_closes_a_script():
         text = viz.script_json([s, {"k": s}])
         assert json.loads(text) == [s, {"k": s}]
         assert "<" not in text and ">" not in text and "&" not in text
+
+
+def test_views_take_a_model_with_its_text_or_tokens():
+    import phi4lab
+    model = phi4lab.load("phi4-tiny")
+    text = "To be, or not to be"
+    ids = model.to_tokens(text)
+    expected = viz.patterns_from(model, ids)
+    for given in (text, ids, ids[0]):
+        head = viz.attention_head(model, given, 3, 3)
+        grid = viz.attention_heads(model, given, 2, n_kv_heads=2)
+        assert head.tokens == grid.tokens == viz._labels(model.to_str_tokens(ids[0]), ids.shape[-1])
+        assert pngs(head.html()) == pngs(viz.attention_head(expected, model.to_str_tokens(ids[0]), 3, 3).html())
+    with pytest.raises(ValueError, match="give the text or the token ids"):
+        viz.attention_head(model, None)
+    with pytest.raises(ValueError, match="empty"):
+        viz.attention_heads(model, "")
+    with pytest.raises(ValueError, match="batch of 2"):
+        viz.attention_head(model, torch.cat([ids, ids]))
