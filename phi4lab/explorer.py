@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import html
 import math
+import os
 from dataclasses import dataclass, field
 
 import regex
@@ -36,6 +37,14 @@ _BYTE_OF_CHAR = {c: b for b, c in bytes_to_unicode().items()}
 
 
 # ---------------------------------------------------------------- tokenizers, uniformly
+
+def _display_name(name_or_path: str) -> str:
+    """A tokenizer's name for a page a learner may share: a folder's name, never its absolute path."""
+    text = str(name_or_path or "tokenizer")
+    if os.sep in text or (os.altsep and os.altsep in text) or os.path.isdir(text):
+        return os.path.basename(os.path.normpath(text)) or "tokenizer"
+    return text
+
 
 class Tok:
     """A tokenizer seen the same way whatever it is: text -> [(id, bytes)], plus a name."""
@@ -60,7 +69,7 @@ class Tok:
                 return (piece or "").encode("utf-8")
             return bytes(_BYTE_OF_CHAR[c] for c in piece)
 
-        return cls(name or tokenizer.name_or_path, lambda t, a: encode_text(tokenizer, t, allow_special=a),
+        return cls(name or _display_name(tokenizer.name_or_path), lambda t, a: encode_text(tokenizer, t, allow_special=a),
                    token_bytes, len(tokenizer), special=lambda i: i in specials)
 
     @classmethod
@@ -248,6 +257,12 @@ def render(t: Tokenized, *, whitespace: bool = False, show_ids: bool = False, by
         parts.append(f'<span class="{" ".join(classes)}" style="background:{colour}" '
                      f'title="{html.escape(" | ".join(tip))}">{body}{ids}</span>')
     notices = "".join(f'<div class="notice">⚠ {html.escape(n)}</div>' for n in t.notices)
+    if any(s.loss is not None for s in t.spans):
+        legend = ("colour: the linked model's loss on each token, white at 0 nats to deep red at 10 or more "
+                  "(the first token has no prediction); hover a token for its ids, bytes, loss and embedding norm")
+    else:
+        legend = "colours alternate so that each token's extent shows; hover a token for its ids and bytes"
+    notices += f'<div class="legend" style="color:#666;font-size:90%">{html.escape(legend)}</div>'
     stats = (f'<div class="stats"><b>{html.escape(t.tokenizer)}</b>: {t.n_tokens:,} tokens, {t.n_chars:,} characters, '
              f'{t.chars_per_token:.2f} characters per token</div>')
     if not t.text:

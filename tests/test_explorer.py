@@ -124,3 +124,18 @@ def test_widget_renders_html():
     assert "a new text".split()[1] in out.value
     toggles.children[1].value = True          # show ids: detailed views instead of the comparison
     assert 'class="ids"' in out.value
+
+
+def test_a_folder_tokenizer_is_named_not_located_and_the_colours_are_explained():
+    from pathlib import Path
+    folder = Path(phi4lab.__file__).resolve().parents[1] / "data" / "phi4-tiny"
+    from transformers import PreTrainedTokenizerFast
+    tok = PreTrainedTokenizerFast.from_pretrained(str(folder))
+    assert tok.name_or_path == str(folder)                         # what Hugging Face records: the full path
+    named = X.Tok.hf(tok)
+    assert named.name == "phi4-tiny"
+    page = X.page("To be, or not to be", [named])
+    assert str(folder) not in page and str(folder.parent) not in page
+    assert "colours alternate so that each token" in page
+    with_model = X.render(X.attach_model(X.tokenize(named, "To be, or not to be"), phi4lab.load("phi4-tiny")))
+    assert "colour: the linked model" in with_model and "white at 0 nats" in with_model
