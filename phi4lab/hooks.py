@@ -125,6 +125,8 @@ class CachePlan:
     dtype: torch.dtype
     bytes_per_hook: dict[str, int]
     total_bytes: int
+    # The shape it was planned for (see _shape_of): a plan made for one model is refused on another.
+    shape: tuple = ()
 
     @property
     def names(self) -> list[str]:
@@ -145,6 +147,24 @@ def _config_of(model_or_config):
     return model.config, next(model.parameters()).dtype
 
 
+_SHAPE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                 "intermediate_size", "vocab_size")
+
+
+def _shape_of(cfg) -> tuple:
+    return tuple((f, getattr(cfg, f, None)) for f in _SHAPE_FIELDS)
+
+
+def _count(name: str, value, what: str) -> int:
+    """A positive whole number, or a clear error: plans are made of counts."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number of {what}, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}"
+                         + (" (an empty prompt has nothing to cache)" if name == "seq_len" else ""))
+    return value
+
+
 def plan_cache(model_or_config, seq_len: int, batch: int = 1, names=None, dtype: torch.dtype | None = None) -> CachePlan:
     """Predict the bytes of caching `names` (a list, a filter function, or None for all) without running.
 
@@ -152,8 +172,10 @@ def plan_cache(model_or_config, seq_len: int, batch: int = 1, names=None, dtype:
     """
     cfg, model_dtype = _config_of(model_or_config)
     dtype = dtype or model_dtype
-    if seq_len < 1:
-        raise ValueError("seq_len must be at least 1 (an empty prompt has nothing to cache)")
+    _count("seq_len", seq_len, "tokens")
+    _count("batch", batch, "prompts")
+    if isinstance(names, str):
+        raise TypeError(f"names must be a list of hook names or a filter function; for one hook, pass [{names!r}]")
     if seq_len > cfg.max_position_embeddings:
         raise ValueError(f"seq_len {seq_len} exceeds the model's context of {cfg.max_position_embeddings} tokens")
     shapes, groups = hook_table(cfg, dtype)
@@ -179,7 +201,7 @@ def plan_cache(model_or_config, seq_len: int, batch: int = 1, names=None, dtype:
         if groups[name] not in seen:
             seen.add(groups[name])
             total += nbytes
-    return CachePlan(seq_len, batch, dtype, per_hook, total)
+    return CachePlan(seq_len, batch, dtype, per_hook, total, _shape_of(cfg))
 
 
 def run_with_plan(model, tokens: torch.Tensor, plan: CachePlan, budget_bytes: int | None = None):
@@ -193,6 +215,16 @@ def run_with_plan(model, tokens: torch.Tensor, plan: CachePlan, budget_bytes: in
     if tuple(tokens.shape) != (plan.batch, plan.seq_len):
         raise ValueError(f"tokens have shape {tuple(tokens.shape)}, the plan is for "
                          f"({plan.batch}, {plan.seq_len}); make a plan for this input")
+    cfg, _ = _config_of(model)
+    if plan.shape and plan.shape != _shape_of(cfg):
+        differ = [f"{f} {a} (plan) vs {b} (model)" for (f, a), (_, b) in zip(plan.shape, _shape_of(cfg)) if a != b]
+        raise ValueError("this plan was made for another model: " + "; ".join(differ)
+                         + ". Make a plan for this one: plan_cache(model, ...)")
+    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+        raise TypeError(f"tokens must be integer ids, got {tokens.dtype}")
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg.vocab_size):
+        raise ValueError(f"token ids must be in 0..{cfg.vocab_size - 1} for this model's vocabulary; "
+                         f"these run from {int(tokens.min())} to {int(tokens.max())}")
     device = next(model.parameters()).device
     preflight(plan.total_bytes, what=f"an activation cache of {len(plan.names)} hook points", device=device,
               budget_bytes=budget_bytes,

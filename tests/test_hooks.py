@@ -83,3 +83,30 @@ def test_bad_requests():
     model = phi4lab.load(config=cfg, seed=0)
     with pytest.raises(ValueError, match="make a plan"):
         run_with_plan(model, torch.zeros(1, 9, dtype=torch.long), plan_cache(model, 8))
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(seq_len=8, batch=-3), ValueError, "batch must be at least 1, got -3"),
+    (dict(seq_len=8, batch=0), ValueError, "batch must be at least 1, got 0"),
+    (dict(seq_len=8.5), TypeError, "seq_len must be a whole number of tokens, got 8.5"),
+    (dict(seq_len=8, batch=True), TypeError, "batch must be a whole number"),
+    (dict(seq_len=8, names="blocks.0.attn.hook_pattern"), TypeError, r"for one hook, pass \['blocks.0.attn"),
+])
+def test_impossible_plans_are_refused(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        plan_cache(C.scaled(d_model=32, n_layers=2), **kwargs)
+
+
+def test_a_plan_runs_only_on_the_model_it_was_made_for_and_only_on_its_vocabulary():
+    small = phi4lab.load(config=C.scaled(d_model=32, n_layers=2), seed=0)
+    other = phi4lab.load(config=C.scaled(d_model=32, n_layers=3), seed=0)
+    plan = plan_cache(small, 8)
+    with pytest.raises(ValueError, match="made for another model: num_hidden_layers 2 \\(plan\\) vs 3 \\(model\\)"):
+        run_with_plan(other, torch.zeros(1, 8, dtype=torch.long), plan)
+    vocab = small.cfg.d_vocab
+    with pytest.raises(ValueError, match=f"token ids must be in 0..{vocab - 1}.*to {vocab}"):
+        run_with_plan(small, torch.full((1, 8), vocab), plan)
+    with pytest.raises(TypeError, match="integer ids"):
+        run_with_plan(small, torch.zeros(1, 8), plan)
+    logits, cache = run_with_plan(small, torch.zeros(1, 8, dtype=torch.long), plan)     # the right model still runs
+    assert logits.shape[:2] == (1, 8)
