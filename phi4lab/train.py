@@ -115,7 +115,8 @@ def training_memory_bytes(model: torch.nn.Module, batch_size: int, seq_len: int,
 # its non-tensor parts (hyper-parameters, step) go into JSON beside it.
 # --------------------------------------------------------------------------------------
 
-def save_checkpoint(out_dir: str | os.PathLike, model, optimizer, step: int, history: list[dict], scaler=None) -> Path:
+def save_checkpoint(out_dir: str | os.PathLike, model, optimizer, step: int, history: list[dict], scaler=None,
+                    tokens: int | None = None) -> Path:
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -139,7 +140,8 @@ def save_checkpoint(out_dir: str | os.PathLike, model, optimizer, step: int, his
             else:
                 scalars[f"{idx}.{name}"] = value
     save_file(tensors, tmp / "optimizer.safetensors")
-    meta = dict(step=step, param_groups=state["param_groups"], scalars=scalars,
+    # tokens: how many the run has consumed at `step`; the last log record may be older than the checkpoint.
+    meta = dict(step=step, tokens=tokens, param_groups=state["param_groups"], scalars=scalars,
                 scaler=scaler.state_dict() if scaler is not None else None)
     (tmp / "trainer_state.json").write_text(json.dumps(meta, default=float))
     (tmp / "history.json").write_text(json.dumps(history))
@@ -173,6 +175,19 @@ def load_checkpoint(out_dir: str | os.PathLike, model, optimizer, scaler=None) -
     if scaler is not None and meta.get("scaler"):
         scaler.load_state_dict(meta["scaler"])
     return meta["step"], json.loads((ckpt / "history.json").read_text())
+
+
+def _tokens_before(cfg, get_batch, start: int) -> int:
+    """Tokens the run consumed before `start`, the step it resumes at.
+
+    The checkpoint says (from this version on). An older one does not, and its last log record
+    can predate it (logged at step 448, saved at 512), so the count is replayed from get_batch,
+    a pure function of the micro-batch index.
+    """
+    meta = json.loads((Path(cfg.out_dir) / "checkpoint" / "trainer_state.json").read_text())
+    if meta.get("tokens") is not None:
+        return int(meta["tokens"])
+    return sum(get_batch(i).numel() for i in range(start * cfg.grad_accum))
 
 
 # --------------------------------------------------------------------------------------
@@ -230,7 +245,7 @@ def train(
 
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="training",
                disable=not (cfg.progress and accelerator.is_main_process), unit="step")
-    tokens_seen = history[-1]["tokens"] if history else 0
+    tokens_seen = _tokens_before(cfg, get_batch, start) if start else 0
     t0 = time.perf_counter()
     for step in bar:
         lr = lr_at(step, peak=cfg.lr, warmup=cfg.warmup_steps, total=cfg.steps,
@@ -282,7 +297,8 @@ def train(
                 callback(record)
         if cfg.out_dir and accelerator.is_main_process and (
                 (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps):
-            save_checkpoint(cfg.out_dir, accelerator.unwrap_model(model), optimizer, done, history, scaler)
+            save_checkpoint(cfg.out_dir, accelerator.unwrap_model(model), optimizer, done, history, scaler,
+                            tokens=tokens_seen)
             write_log(cfg, history)
     bar.close()
     model.eval()

@@ -90,6 +90,27 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     assert log["config"]["steps"] == 6 and len(log["history"]) == 6
 
 
+@pytest.mark.parametrize("legacy", [False, True], ids=["checkpoint-counts-tokens", "older-checkpoint"])
+def test_resumed_token_counts_are_those_of_an_uninterrupted_run(tmp_path, legacy):
+    # checkpoints every 2 steps, logs every 3: the checkpoint at step 4 is newer than its last record (step 3)
+    straight = train(small_model(), batches(), quiet(steps=6, log_every=3))
+    data = batches()
+
+    def dies_at_step_5(i):
+        if i == 4:
+            raise KeyboardInterrupt
+        return data(i)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_model(), dies_at_step_5, quiet(steps=6, log_every=3, checkpoint_every=2, out_dir=str(tmp_path)))
+    if legacy:                                  # a checkpoint written before it recorded its token count
+        state = tmp_path / "checkpoint" / "trainer_state.json"
+        meta = json.loads(state.read_text())
+        del meta["tokens"]
+        state.write_text(json.dumps(meta))
+    resumed = train(small_model(seed=123), batches(), quiet(steps=6, log_every=3, out_dir=str(tmp_path)))
+    assert [(r["step"], r["tokens"]) for r in resumed] == [(r["step"], r["tokens"]) for r in straight] == [(3, 192), (6, 384)]
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_modes_train(precision):
     model = small_model()
