@@ -43,6 +43,7 @@ from transformers.utils import logging as hf_logging
 from transformer_lens.model_bridge import TransformerBridge
 
 from phi4lab import config as phi4config
+from phi4lab.integrity import check_sha256
 from phi4lab.memory import preflight
 from phi4lab.tokenizer import VOCAB_SIZE, phi4_tokenizer
 
@@ -50,6 +51,14 @@ DATA_DIR = Path(os.environ.get("PHI4LAB_DATA", Path(__file__).resolve().parents[
 
 HUB_PHI4 = "microsoft/phi-4"
 TINY = "phi4-tiny"
+# The shipped phi4-tiny, byte for byte (issue: corrupted weights used to load silently). A deliberate
+# rebuild into data/phi4-tiny changes these: `sha256sum data/phi4-tiny/{model.safetensors,config.json,
+# tokenizer.json}` gives the new values.
+TINY_SHA256 = {
+    "model.safetensors": "6e8163a2dc945fd4251d3b1783fcf3d0349dad501d2afc86f29a40168e9dcdb0",
+    "config.json": "dbbe527d58f9525562bc1bfc7e2c0e8a9cacb5efe330018f86809cfec78cb793",
+    "tokenizer.json": "7320447bfaa7d12e160064ca47c4fd399bd51853900814281790fd9e647e870e",
+}
 KNOWN_MODELS = {
     HUB_PHI4: "the real 14.7B Phi-4, from the Hugging Face hub or a local HF cache (needs ~30 GB in bf16)",
     TINY: "the small trained Phi-4-architecture twin shipped in data/phi4-tiny/ (runs on a laptop CPU)",
@@ -116,6 +125,10 @@ def _load(name_or_path, config, dtype, device, revision, seed, device_map, token
                 "(about an hour on 2 CPU cores). Meanwhile, a random twin works: "
                 "phi4lab.load(config=phi4lab.config.scaled())."
             )
+        for file, expected in TINY_SHA256.items():
+            check_sha256(path / file, expected, CheckpointError, "the phi4-tiny that ships with phi4lab",
+                         "restore data/phi4-tiny from git (git checkout -- data/phi4-tiny), or, if you rebuilt it on "
+                         "purpose, update TINY_SHA256 in phi4lab/loading.py")
         return _load_local(path, dtype, device, device_map, tokenizer, memory_budget_bytes, label=TINY)
     if name == HUB_PHI4:
         return _load_hub(name, revision, dtype, device, device_map, memory_budget_bytes)

@@ -115,14 +115,46 @@ def training_memory_bytes(model: torch.nn.Module, batch_size: int, seq_len: int,
 # its non-tensor parts (hyper-parameters, step) go into JSON beside it.
 # --------------------------------------------------------------------------------------
 
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "trainer_state.json", "history.json")
+
+
+class CheckpointCorruptError(ValueError):
+    """A checkpoint file does not match the checksum written with it."""
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN or inf; training stopped before that step's update."""
+
+
+def _fsync(path: Path) -> None:
+    # A rename is only durable once the data it points at is on disk, and the directory entry too.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def save_checkpoint(out_dir: str | os.PathLike, model, optimizer, step: int, history: list[dict], scaler=None,
                     tokens: int | None = None) -> Path:
+    """Write ``out_dir/checkpoint`` so that a kill -9 at any moment leaves a complete checkpoint to resume.
+
+    1. Everything goes to ``checkpoint.tmp``, each file fsynced, and ``checksums.json`` last: a
+       folder with valid checksums is complete, one without is not.
+    2. The swap: ``checkpoint`` -> ``checkpoint.old``, ``checkpoint.tmp`` -> ``checkpoint``, each
+       rename fsynced, then ``checkpoint.old`` deleted. Killed anywhere in between, at least one
+       complete folder is left, and ``recover_checkpoint`` resumes from the newest.
+    """
     from safetensors.torch import save_file
+
+    from .integrity import sha256_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    recover_checkpoint(out)              # leftovers of an earlier kill go first, keeping what is complete
     tmp = out / "checkpoint.tmp"
-    tmp.mkdir(exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     # safetensors refuses two names for one storage, which is what tied weights are
     # (lm_head.weight is embed_tokens.weight); the second name gets its own copy.
     weights, seen = {}, set()
@@ -145,23 +177,105 @@ def save_checkpoint(out_dir: str | os.PathLike, model, optimizer, step: int, his
                 scaler=scaler.state_dict() if scaler is not None else None)
     (tmp / "trainer_state.json").write_text(json.dumps(meta, default=float))
     (tmp / "history.json").write_text(json.dumps(history))
-    # Swap in atomically: an interrupted save leaves the previous checkpoint intact.
-    final = out / "checkpoint"
-    old = out / "checkpoint.old"
+    for name in CHECKPOINT_FILES:
+        _fsync(tmp / name)
+    sums = {name: sha256_file(tmp / name) for name in CHECKPOINT_FILES}
+    (tmp / "checksums.json").write_text(json.dumps(dict(step=step, sha256=sums)))
+    _fsync(tmp / "checksums.json")
+    _fsync(tmp)
+    final, old = out / "checkpoint", out / "checkpoint.old"
     if final.exists():
         final.rename(old)
+        _fsync(out)
     tmp.rename(final)
+    _fsync(out)
     shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def _complete_step(folder: Path) -> int | None:
+    """The step of a checkpoint folder whose files all match its checksums, else None."""
+    from .integrity import sha256_file
+    try:
+        record = json.loads((folder / "checksums.json").read_text())
+        ok = all(sha256_file(folder / name) == digest for name, digest in record["sha256"].items())
+        return int(record["step"]) if ok and set(record["sha256"]) == set(CHECKPOINT_FILES) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _verify(folder: Path) -> None:
+    """Raise CheckpointCorruptError naming the first file that is missing or differs from checksums.json."""
+    from .integrity import sha256_file
+    try:
+        sums = json.loads((folder / "checksums.json").read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CheckpointCorruptError(f"{folder / 'checksums.json'} is unreadable: the checkpoint is damaged. "
+                                     "Delete the folder to start again.") from None
+    for name in CHECKPOINT_FILES:
+        if name not in sums or not (folder / name).exists() or sha256_file(folder / name) != sums[name]:
+            raise CheckpointCorruptError(
+                f"{folder / name} does not match the checksum written with it: the checkpoint is damaged. "
+                "Delete the folder to start again, or restore it from a copy.")
+
+
+def recover_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    """After a kill, make ``out_dir/checkpoint`` the newest complete checkpoint and clear the rest.
+
+    Looks at ``checkpoint``, ``checkpoint.tmp`` and ``checkpoint.old``. A folder counts if its
+    checksums match (an older checkpoint without checksums counts only as ``checkpoint``). Returns
+    the checkpoint to resume from, or None when there is none.
+    """
+    out = Path(out_dir)
+    names = ("checkpoint", "checkpoint.tmp", "checkpoint.old")
+    folders = {n: out / n for n in names if (out / n).is_dir()}
+    if not folders:
+        return None
+    steps = {n: _complete_step(f) for n, f in folders.items()}
+    legacy = "checkpoint" in folders and not (folders["checkpoint"] / "checksums.json").exists() and all(
+        (folders["checkpoint"] / name).exists() for name in CHECKPOINT_FILES)
+    complete = {n: s for n, s in steps.items() if s is not None}
+    if not complete and not legacy:
+        if "checkpoint" in folders:
+            _verify(folders["checkpoint"])            # names the damaged file
+            raise CheckpointCorruptError(f"{folders['checkpoint']} is incomplete: files are missing and there is "
+                                         "no checksums.json. Delete the folder to start again.")
+        for f in folders.values():           # only unfinished writes: nothing to resume
+            shutil.rmtree(f, ignore_errors=True)
+        return None
+    if legacy and "checkpoint" not in complete:
+        best = "checkpoint"
+        if complete and max(complete.values()) > json.loads((folders["checkpoint"] / "trainer_state.json").read_text())["step"]:
+            best = max(complete, key=complete.get)
+    else:
+        best = max(complete, key=lambda n: (complete[n], n == "checkpoint"))
+    for n, f in folders.items():
+        if n != best:
+            shutil.rmtree(f, ignore_errors=True)
+    if best != "checkpoint":
+        folders[best].rename(out / "checkpoint")
+        _fsync(out)
+    return out / "checkpoint"
+
+
 def load_checkpoint(out_dir: str | os.PathLike, model, optimizer, scaler=None) -> tuple[int, list[dict]]:
-    """Restore model and optimizer from ``out_dir/checkpoint``; return (next step, history)."""
+    """Restore model and optimizer from ``out_dir/checkpoint``; return (next step, history).
+
+    Each file is checked against the checksums written with it, and the weights must be
+    finite: a damaged checkpoint is refused with the file named, never trained on.
+    """
     from safetensors.torch import load_file
 
     ckpt = Path(out_dir) / "checkpoint"
+    if (ckpt / "checksums.json").exists():
+        _verify(ckpt)
     meta = json.loads((ckpt / "trainer_state.json").read_text())
-    model.load_state_dict(load_file(ckpt / "model.safetensors"))
+    weights = load_file(ckpt / "model.safetensors")
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointCorruptError(f"{ckpt / 'model.safetensors'} holds NaN or inf in {bad[:3]}: "
+                                     "resuming would train on them. Delete the checkpoint or restore a good one.")
+    model.load_state_dict(weights)
     flat = load_file(ckpt / "optimizer.safetensors")
     state: dict[int, dict] = {}
     for key, value in list(flat.items()) + list(meta["scalars"].items()):
@@ -231,7 +345,7 @@ def train(
     scaler = torch.amp.GradScaler(device_type) if cfg.precision == "fp16" else None
 
     start, history = 0, []
-    if cfg.out_dir and (Path(cfg.out_dir) / "checkpoint").exists():
+    if cfg.out_dir and recover_checkpoint(cfg.out_dir) is not None:
         start, history = load_checkpoint(cfg.out_dir, model, optimizer, scaler)
         accelerator.print(f"resuming from {cfg.out_dir}/checkpoint at step {start}")
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -266,6 +380,12 @@ def train(
                     loss = lm_loss(logits_of(model, local), local) / cfg.grad_accum
                 accelerator.backward(scaler.scale(loss) if scaler else loss)
             loss_sum += loss.detach()
+        if not torch.isfinite(loss_sum):
+            where = (f"; the last good checkpoint, {Path(cfg.out_dir) / 'checkpoint'}, is untouched"
+                     if cfg.out_dir and (Path(cfg.out_dir) / "checkpoint").exists() else "")
+            raise TrainingDivergedError(
+                f"step {step + 1}: the loss is {loss_sum.item()}, so training stopped before updating the weights"
+                f"{where}. Lower the learning rate, clip gradients, check the data, or train in bf16 rather than fp16.")
 
         # 4. update: unscale (fp16), clip, step (skipped by the scaler on overflow).
         if scaler:

@@ -267,3 +267,17 @@ def test_save_and_load_round_trip(tmp_path):
         assert (reference(tokens).logits - model(tokens)).abs().max() < 1e-4
     assert again.tokenizer("Hello World")["input_ids"] == [9906, 4435]
     assert again.tokenizer.eos_token == "<|im_end|>" and again.cfg.default_prepend_bos is False
+
+
+def test_the_shipped_phi4_tiny_is_checked_byte_for_byte(tmp_path, monkeypatch):
+    from phi4lab.integrity import sha256_file
+    shipped = loading.DATA_DIR / loading.TINY
+    assert {f: sha256_file(shipped / f) for f in loading.TINY_SHA256} == loading.TINY_SHA256
+    copy = tmp_path / loading.TINY
+    shutil.copytree(shipped, copy)
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[len(data) // 2] ^= 0x01                     # one flipped bit in the middle of the weights
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    monkeypatch.setattr(loading, "DATA_DIR", tmp_path)
+    with pytest.raises(phi4lab.CheckpointError, match=r"model.safetensors has sha256 .* restore data/phi4-tiny"):
+        phi4lab.load("phi4-tiny")

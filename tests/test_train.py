@@ -13,7 +13,7 @@ import torch
 from phi4lab.config import scaled
 from phi4lab.loading import random_hf_model
 from phi4lab.memory import InsufficientMemoryError
-from phi4lab.train import TrainConfig, lm_loss, perplexity, train
+from phi4lab.train import CheckpointCorruptError, TrainConfig, TrainingDivergedError, lm_loss, perplexity, train
 
 V = 97
 
@@ -85,7 +85,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     for p, q in zip(straight.parameters(), fresh.parameters()):
         torch.testing.assert_close(p, q)
     files = sorted(p.name for p in (tmp_path / "checkpoint").iterdir())
-    assert files == ["history.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"]
+    assert files == ["checksums.json", "history.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"]
     log = json.loads((tmp_path / "metrics.json").read_text())
     assert log["config"]["steps"] == 6 and len(log["history"]) == 6
 
@@ -107,6 +107,7 @@ def test_resumed_token_counts_are_those_of_an_uninterrupted_run(tmp_path, legacy
         meta = json.loads(state.read_text())
         del meta["tokens"]
         state.write_text(json.dumps(meta))
+        (tmp_path / "checkpoint" / "checksums.json").unlink()       # nor checksums
     resumed = train(small_model(seed=123), batches(), quiet(steps=6, log_every=3, out_dir=str(tmp_path)))
     assert [(r["step"], r["tokens"]) for r in resumed] == [(r["step"], r["tokens"]) for r in straight] == [(3, 192), (6, 384)]
 
@@ -213,3 +214,69 @@ def test_loop_runs_unchanged_under_accelerate_with_two_processes(tmp_path):
     # and training did move the weights
     start = small_model().state_dict()
     assert any(not torch.allclose(start[k], a[k]) for k in a)
+
+
+KILLER = Path(__file__).with_name("kill_during_checkpoint.py")
+
+
+@pytest.mark.parametrize("event", ["mid-write", "before-swap", "after-old-rename", "after-final-rename",
+                                   "during-old-delete"])
+def test_a_kill_at_any_point_of_a_checkpoint_save_resumes_to_the_same_weights(tmp_path, event):
+    """A real kill -9 of a training process in each window of the second save (step 4 of 6)."""
+    straight = small_model()
+    train(straight, batches(), quiet(steps=6))
+    env = dict(os.environ, PYTHONPATH=str(KILLER.parent), OMP_NUM_THREADS="1")
+    killed = subprocess.run([sys.executable, str(KILLER), str(tmp_path), event], env=env, timeout=300,
+                            capture_output=True, text=True)
+    assert killed.returncode == -9, (killed.returncode, killed.stdout, killed.stderr[-2000:])
+    # a new process resumes from the newest complete checkpoint: step 4 if its write had finished, else 2
+    resumed, data, asked = small_model(seed=123), batches(), []
+
+    def counting(i):
+        asked.append(i)
+        return data(i)
+    history = train(resumed, counting, quiet(steps=6, checkpoint_every=2, out_dir=str(tmp_path)))
+    resumed_at = 2 if event == "mid-write" else 4          # not step 0: no work is redone, none lost
+    assert asked[1:] == list(range(resumed_at, 6)), asked  # asked[0] is the memory probe
+    assert history[-1]["step"] == 6 and [r["step"] for r in history] == list(range(1, 7))
+    for p, q in zip(straight.parameters(), resumed.parameters()):
+        torch.testing.assert_close(p, q)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint"]
+
+
+def test_a_damaged_checkpoint_is_refused_with_the_file_named(tmp_path):
+    train(small_model(), batches(), quiet(steps=2, checkpoint_every=2, out_dir=str(tmp_path)))
+    weights = tmp_path / "checkpoint" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0x10                                  # a flipped bit in the last tensor's data
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointCorruptError, match=r"model.safetensors does not match the checksum"):
+        train(small_model(), batches(), quiet(steps=4, out_dir=str(tmp_path)))
+
+
+def test_nan_weights_in_a_checkpoint_are_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+    train(small_model(), batches(), quiet(steps=2, checkpoint_every=2, out_dir=str(tmp_path)))
+    ckpt = tmp_path / "checkpoint"
+    weights = load_file(ckpt / "model.safetensors")
+    name = next(k for k in weights if "mlp" in k)
+    weights[name][0, 0] = float("nan")
+    save_file(weights, ckpt / "model.safetensors")
+    (ckpt / "checksums.json").unlink()                # as an older checkpoint, without checksums, would be
+    with pytest.raises(CheckpointCorruptError, match=f"NaN or inf in .*{name}"):
+        train(small_model(), batches(), quiet(steps=4, out_dir=str(tmp_path)))
+
+
+def test_a_non_finite_loss_stops_training_before_the_update_and_keeps_the_last_checkpoint(tmp_path):
+    model = small_model()
+    data = batches()
+
+    def poisoned(i):                                  # from step 4 on, a weight turns to NaN mid-run
+        if i == 3:
+            with torch.no_grad():
+                model.lm_head.weight[0, 0] = float("nan")       # every position's softmax sees it
+        return data(i)
+    with pytest.raises(TrainingDivergedError, match=r"step 4: the loss is nan.*checkpoint, is untouched"):
+        train(model, poisoned, quiet(steps=6, checkpoint_every=2, out_dir=str(tmp_path)))
+    history = train(small_model(seed=5), batches(), quiet(steps=2, out_dir=str(tmp_path)))   # step 2's checkpoint
+    assert history[-1]["step"] == 2 and all(math.isfinite(r["loss"]) for r in history)
