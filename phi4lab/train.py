@@ -151,8 +151,7 @@ def save_checkpoint(out_dir: str | os.PathLike, model, optimizer, step: int, his
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    recover_checkpoint(out)              # leftovers of an earlier kill go first, keeping what is complete
-    tmp = out / "checkpoint.tmp"
+    tmp = out / "checkpoint.tmp"          # an unfinished write of a killed run is overwritten
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     # safetensors refuses two names for one storage, which is what tied weights are
@@ -185,6 +184,7 @@ def save_checkpoint(out_dir: str | os.PathLike, model, optimizer, step: int, his
     _fsync(tmp)
     final, old = out / "checkpoint", out / "checkpoint.old"
     if final.exists():
+        shutil.rmtree(old, ignore_errors=True)    # a half-deleted .old of a kill: `final` is complete
         final.rename(old)
         _fsync(out)
     tmp.rename(final)
@@ -195,12 +195,10 @@ def save_checkpoint(out_dir: str | os.PathLike, model, optimizer, step: int, his
 
 def _complete_step(folder: Path) -> int | None:
     """The step of a checkpoint folder whose files all match its checksums, else None."""
-    from .integrity import sha256_file
     try:
-        record = json.loads((folder / "checksums.json").read_text())
-        ok = all(sha256_file(folder / name) == digest for name, digest in record["sha256"].items())
-        return int(record["step"]) if ok and set(record["sha256"]) == set(CHECKPOINT_FILES) else None
-    except (OSError, ValueError, KeyError, TypeError):
+        _verify(folder)
+        return int(json.loads((folder / "checksums.json").read_text())["step"])
+    except (CheckpointCorruptError, OSError, ValueError, KeyError, TypeError):
         return None
 
 

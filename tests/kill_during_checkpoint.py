@@ -51,7 +51,7 @@ def rename(self, target):
 
 
 def rmtree(path, *args, **kwargs):
-    if saves["n"] == 2 and event == "during-old-delete" and Path(path).name == "checkpoint.old":
+    if saves["n"] == 2 and event == "during-old-delete" and Path(path).name == "checkpoint.old" and Path(path).exists():
         first = next(p for p in Path(path).iterdir())
         real_unlink(first)                  # one file gone, the rest still there: then the kill
         die()
