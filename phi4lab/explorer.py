@@ -17,7 +17,12 @@ A few details make the picture honest:
 * **Nothing is lost on big or broken input.** A huge paste is counted in full
   but drawn only up to ``max_chars``, with a notice. Lone surrogates (which
   cannot be UTF-8 encoded) are replaced by U+FFFD, with a notice. Special-token
-  strings typed by a user stay plain text unless ``allow_special=True``.
+  strings typed by a user stay plain text unless ``allow_special=True``, in a
+  chat's messages too. A linked model scores long text in windows of its
+  context, each window's memory checked first.
+* **Invisible characters show, and cannot rearrange the page.** Each span is a
+  bidi isolate, so a right-to-left override (U+202E) acts only inside its own
+  span, and it, or a span of zero-width characters, is drawn as its code point.
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ from __future__ import annotations
 import html
 import math
 import os
+import unicodedata
 from dataclasses import dataclass, field
 
 import regex
 
-from .tokenizer import bytes_to_unicode, encode_text
+from .tokenizer import bytes_to_unicode, chat_pieces, check_text, encode_chat, encode_text, replace_lone_surrogates
 
 MAX_CHARS = 20_000
 PALETTE = ["#fde2e4", "#e2ece9", "#dfe7fd", "#fff1c1", "#e8dff5", "#d7f0db", "#fce1c8", "#dbeffa"]
@@ -128,15 +134,12 @@ class Tokenized:
 
 
 def clean(text: str) -> tuple[str, list[str]]:
-    """Replace lone surrogates (not encodable as UTF-8) by U+FFFD; say so."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    bad = sum(1 for c in text if 0xD800 <= ord(c) <= 0xDFFF)
-    if not bad:
-        return text, []
-    fixed = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    fixed = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in fixed)
-    return fixed, [f"{bad} lone surrogate code point(s) cannot be encoded as UTF-8 and were replaced by U+FFFD"]
+    """The text rule of phi4lab.tokenizer, repaired rather than refused: lone surrogates become U+FFFD, with a notice."""
+    check_text("" if isinstance(text, str) else text)      # a non-str is still a TypeError
+    fixed, n = replace_lone_surrogates(text)      # surrogate pairs are joined into their character silently
+    if not n:
+        return fixed, []
+    return fixed, [f"{n} lone surrogate code point(s) cannot be encoded as UTF-8 and were replaced by U+FFFD"]
 
 
 def grapheme_ends(text: str) -> set[int]:
@@ -197,7 +200,8 @@ def _byte_to_char(text: str) -> dict[int, int]:
 CSS = """
 <style>
 .p4x {font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; line-height: 1.9;}
-.p4x .tok {border-radius: 3px; padding: 1px 0; margin-right: 1px; white-space: pre-wrap;}
+.p4x .tok {border-radius: 3px; padding: 1px 0; margin-right: 1px; white-space: pre-wrap; unicode-bidi: isolate;}
+.p4x .inv {color: #a04000; font-size: 85%;}
 .p4x .tok:hover {outline: 2px solid #333;}
 .p4x .special {border: 1px solid #c0392b; font-weight: bold;}
 .p4x .flag {outline: 2px dashed #c0392b;}
@@ -213,7 +217,26 @@ CSS = """
 CONTROL_PICTURES = {i: chr(0x2400 + i) for i in range(32)} | {0x7F: "\u2421"}
 
 
+# Format characters (Unicode category Cf) draw nothing: zero-width space U+200B, joiners,
+# the BOM, soft hyphen, and the bidirectional controls. A bidi control is worse than
+# invisible: U+202E (right-to-left override) reverses everything drawn after it. So
+# every token span is isolated (CSS unicode-bidi: isolate, like <bdi>), a control can
+# only act inside its own span, and these characters are drawn as a visible code.
+BIDI_CONTROLS = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A)) | {0x200E, 0x200F, 0x061C}
+
+
+def _invisible(ch: str) -> bool:
+    return unicodedata.category(ch) == "Cf"
+
+
 def visible(text: str, whitespace: bool) -> str:
+    """A span's text as HTML: escaped; whitespace, controls and invisible characters made visible.
+
+    A joiner inside a visible cluster (the U+200D in a family emoji) is left to
+    do its job; a bidi control, or a span made only of invisible characters,
+    shows its code point, e.g. [U+200B].
+    """
+    only_invisible = bool(text) and all(_invisible(ch) for ch in text)
     out = []
     for ch in text:
         if whitespace and ch == " ":
@@ -226,9 +249,12 @@ def visible(text: str, whitespace: bool) -> str:
             out.append(ch)
         elif ord(ch) in CONTROL_PICTURES:
             out.append(CONTROL_PICTURES[ord(ch)])
+        elif ord(ch) in BIDI_CONTROLS or (only_invisible and _invisible(ch)):
+            out.append(f"\x00[U+{ord(ch):04X}]\x00")   # marked, to be styled after escaping
         else:
             out.append(ch)
-    return html.escape("".join(out))
+    escaped = html.escape("".join(out))
+    return regex.sub(r"\x00(\[U\+[0-9A-F]{4,6}\])\x00", r'<span class="inv">\1</span>', escaped)
 
 
 def _loss_colour(loss: float, top: float = 10.0) -> str:
@@ -291,14 +317,28 @@ ROLE_COLOURS = {"system": "#8e44ad", "user": "#2471a3", "assistant": "#1e8449"}
 def chat_view(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> tuple[str, str]:
     """Render a conversation with the tokenizer's chat template; role spans underlined, specials boxed.
 
+    The ids shown are phi4lab.tokenizer.encode_chat's: the template's special tokens
+    are specials, and what each message *typed* stays text, even "<|im_end|>".
+    A notice names each message that types a special-token string, which
+    ``apply_chat_template(..., tokenize=True)`` would turn into a control token.
     Returns (html, the templated text).
     """
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-    t = tokenize(Tok.hf(tokenizer, "chat"), text, allow_special=True)
-    # the role of each span: the last "<|im_start|>ROLE" seen before it
+    pieces = chat_pieces(tokenizer, messages, add_generation_prompt)
+    text = "".join(p for p, _ in pieces)
+    ids = encode_chat(tokenizer, messages, add_generation_prompt)
+    base = Tok.hf(tokenizer, "chat")
+    t = tokenize(Tok("chat", lambda _text, _allow: ids, base._bytes, base.vocab_size, base.is_special), text,
+                 max_chars=max(MAX_CHARS, len(text)))
+    specials = sorted(getattr(tokenizer, "added_tokens_encoder", {}), key=len, reverse=True)
+    for k, m in enumerate(messages):
+        typed = [sp for sp in specials if sp in m["content"]]
+        if typed:
+            t.notices.append(f"message {k} ({m['role']}) types {', '.join(typed[:3])}: shown and encoded as "
+                             "text; apply_chat_template(..., tokenize=True) would make it a control token")
+    # the role of each span: the last special "<|im_start|>" + ROLE seen before it
     role, html_parts, expect_role = None, [], False
     for k, s in enumerate(t.spans):
-        if s.text == "<|im_start|>":
+        if s.special and s.text == "<|im_start|>":
             expect_role = True
         elif expect_role and s.text.strip() in ROLE_COLOURS:
             role, expect_role = s.text.strip(), False
@@ -307,11 +347,12 @@ def chat_view(tokenizer, messages: list[dict], add_generation_prompt: bool = Fal
         html_parts.append(f'<span class="{cls} role" style="border-bottom-color:{colour};background:'
                           f'{PALETTE[k % len(PALETTE)]}" title="{html.escape(f"ids {s.ids} | role {role}")}">'
                           f"{visible(s.text, False)}</span>")
-        if s.text == "<|im_end|>":
+        if s.special and s.text == "<|im_end|>":
             role = None
     legend = " ".join(f'<span style="border-bottom:3px solid {c}">{r}</span>' for r, c in ROLE_COLOURS.items())
     stats = f'<div class="stats">{t.n_tokens} tokens · roles: {legend} · special tokens boxed in red</div>'
-    return CSS + f'<div class="p4x">{stats}<div>{"".join(html_parts)}</div></div>', text
+    notices = "".join(f'<div class="notice">⚠ {html.escape(n)}</div>' for n in t.notices)
+    return CSS + f'<div class="p4x">{stats}{notices}<div>{"".join(html_parts)}</div></div>', text
 
 
 # ---------------------------------------------------------------- linked to a model
@@ -321,18 +362,38 @@ def attach_model(t: Tokenized, model) -> Tokenized:
 
     The loss of token i is -log p(token i | tokens before it); the first token
     has no prediction and gets none. Works with a phi4lab/TransformerLens model.
+    A text longer than the model's context is scored in consecutive windows of
+    the context's length (each window's first token then has no prediction), and
+    each window's memory is checked before it runs: a pasted book neither runs
+    past the positions the model was trained on nor exhausts the machine. What
+    could not be scored is said in a notice; the page itself always draws.
     """
     import torch
 
+    from .hooks import check_forward_fits
+    from .memory import InsufficientMemoryError
     from .train import logits_of, next_token_losses
 
     ids = [i for s in t.spans for i in s.ids]
     if not ids:
         return t
+    window = getattr(getattr(model, "cfg", None), "n_ctx", None) or model.config.max_position_embeddings
+    window = min(window, len(ids))
+    try:
+        check_forward_fits(model, window, what=f"scoring a {window:,}-token window")
+    except InsufficientMemoryError as e:
+        t.notices.append(f"not coloured by loss: {e}")
+        return t
+    if len(ids) > window:
+        t.notices.append(f"{len(ids):,} tokens is more than the model's context of {window:,}: losses are "
+                         f"computed in {math.ceil(len(ids) / window)} windows of up to {window:,} tokens, "
+                         "each starting without the text before it")
+    losses = []
     with torch.no_grad():
-        tokens = torch.tensor([ids])
-        losses = [math.nan] + next_token_losses(logits_of(model, tokens), tokens)[0].tolist()
-        norms = model.W_E[tokens[0]].norm(dim=-1).tolist()
+        for start in range(0, len(ids), window):
+            tokens = torch.tensor([ids[start:start + window]])
+            losses += [math.nan] + next_token_losses(logits_of(model, tokens), tokens)[0].tolist()
+        norms = model.W_E[torch.tensor(ids)].norm(dim=-1).tolist()
     k = 0
     for s in t.spans:
         n = len(s.ids)

@@ -232,3 +232,29 @@ def run_with_plan(model, tokens: torch.Tensor, plan: CachePlan, budget_bytes: in
                      "or fewer layers or tokens; plan_cache(...) shows what each one costs.")
     wanted = set(plan.names)
     return model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
+
+
+def forward_bytes(model_or_config, seq_len: int, batch: int = 1, names=None, dtype: torch.dtype | None = None) -> int:
+    """A conservative estimate of what one forward pass allocates beyond the weights, in bytes.
+
+    Three things dominate, and grow fastest with the prompt: one layer's attention
+    scores and pattern, alive together ([batch, heads, seq, seq] each, quadratic in
+    the length); the logits, twice in fp32 (the loss and log-softmax upcast them,
+    [batch, seq, vocabulary]); and whatever is cached (`names`, as in plan_cache).
+    """
+    transient = plan_cache(model_or_config, seq_len, batch, dtype=dtype,
+                           names=["blocks.0.attn.hook_attn_scores", "blocks.0.attn.hook_pattern"]).total_bytes
+    cfg, _ = _config_of(model_or_config)
+    logits = 2 * 4 * batch * seq_len * cfg.vocab_size
+    cached = plan_cache(model_or_config, seq_len, batch, names=names, dtype=dtype).total_bytes if names else 0
+    return transient + logits + cached
+
+
+def check_forward_fits(model, seq_len: int, *, what: str, names=None, extra_bytes: int = 0,
+                       budget_bytes: int | None = None) -> int:
+    """Refuse, before running, a forward pass of `seq_len` tokens that would not fit in free memory."""
+    need = forward_bytes(model, seq_len, names=names) + extra_bytes
+    device = next(model.parameters()).device
+    preflight(need, what=what, device=device, budget_bytes=budget_bytes,
+              advice="Use a shorter text, or look at a part of it.")
+    return need

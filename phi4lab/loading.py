@@ -45,7 +45,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from phi4lab import config as phi4config
 from phi4lab.integrity import check_sha256
 from phi4lab.memory import preflight
-from phi4lab.tokenizer import VOCAB_SIZE, phi4_tokenizer
+from phi4lab.tokenizer import VOCAB_SIZE, check_text, phi4_tokenizer
 
 DATA_DIR = Path(os.environ.get("PHI4LAB_DATA", Path(__file__).resolve().parents[1] / "data"))
 
@@ -97,7 +97,8 @@ def load(
             phi4lab.config.scaled); mutually exclusive with name_or_path.
         dtype: parameter dtype. fp32 is the right default on a CPU; bf16 for Phi-4 on a GPU.
         device: where to put the model. Ignored when device_map is given.
-        revision: a hub commit, branch or tag to pin for "microsoft/phi-4".
+        revision: a hub commit, branch or tag to pin for "microsoft/phi-4". Either way the
+            commit loaded is printed and kept as ``model.revision``.
         seed: seed for the random initialisation of a config-built model.
         device_map: passed to Hugging Face / accelerate to spread a model over several GPUs.
         tokenizer: override the tokenizer (needed for a random model whose vocabulary
@@ -182,11 +183,20 @@ def read_config(path: Path) -> Phi3Config:
     cfg_file = path / "config.json"
     if not cfg_file.exists():
         raise CheckpointError(f"{path} has no config.json; is it a Hugging Face checkpoint directory?")
+    _check_inside(path, cfg_file)
     try:
-        raw = json.loads(cfg_file.read_text())
+        raw = json.loads(cfg_file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"{cfg_file} is not UTF-8 text (byte {err.start} is 0x{err.object[err.start]:02x}); "
+                              "a config.json is JSON in UTF-8: is the file damaged, or not a config?") from None
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{cfg_file} is not valid JSON: {err}") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{cfg_file} holds a JSON {type(raw).__name__}, not an object of settings "
+                              '({"model_type": "phi3", "hidden_size": ..., ...})')
     archs = raw.get("architectures") or []
+    if not isinstance(archs, list):
+        archs = [str(archs)]
     if raw.get("model_type") != "phi3" or (archs and "Phi3ForCausalLM" not in archs):
         found = ", ".join(archs) or raw.get("model_type") or "unknown"
         raise CheckpointError(
@@ -233,9 +243,29 @@ def check_config_sizes(cfg: Phi3Config, where: str) -> None:
         raise CheckpointError(f"{where} describes no model phi4lab can build: " + "; ".join(problems))
 
 
+def _check_inside(folder: Path, file: Path) -> None:
+    """Refuse a file of a checkpoint that resolves outside its folder (a symlink to /etc/passwd, say).
+
+    One exception is the Hugging Face cache's own layout: a snapshot folder
+    ``models--org--name/snapshots/<commit>/`` links each file to ``../../blobs/<hash>``.
+    """
+    real, home = file.resolve(), folder.resolve()
+    allowed = [home]
+    if folder.parent.name == "snapshots":
+        allowed.append(folder.parent.parent.resolve() / "blobs")
+    if not any(real == a or a in real.parents for a in allowed):
+        raise CheckpointError(f"{file} points outside {folder} (to {real}); phi4lab reads a checkpoint's files "
+                              "from its own folder only. Copy the file in if you trust it.")
+
+
+_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
+
+
 def _safetensors_files(path: Path) -> list[Path]:
     files = sorted(path.glob("*.safetensors"))
     if files:
+        for file in files:
+            _check_inside(path, file)
         return files
     pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
     if pickles:
@@ -255,10 +285,21 @@ def validate_checkpoint(path: Path, cfg: Phi3Config) -> None:
     for file in _safetensors_files(path):
         try:
             with safe_open(file, framework="pt") as f:
+                not_float = {}
                 for key in f.keys():
-                    found[key] = tuple(f.get_slice(key).get_shape())
+                    piece = f.get_slice(key)
+                    found[key] = tuple(piece.get_shape())
+                    if piece.get_dtype() not in _FLOAT_DTYPES:
+                        not_float[key] = piece.get_dtype()
         except (SafetensorError, OSError, ValueError) as err:
             raise CheckpointError(f"{file} is not a readable safetensors file ({err}); it may be truncated or corrupt") from None
+        if not_float:
+            key = next(iter(not_float))
+            raise CheckpointError(
+                f"{file} holds {len(not_float)} tensor(s) that are not floating point, e.g. {key} "
+                f"({not_float[key]}). Loading would silently cast them to floats, and quantised weights "
+                "need their scales to mean anything; phi4lab loads fp32, fp16 and bf16 weights. Dequantise "
+                "the checkpoint where it was made.")
     if cfg.tie_word_embeddings:
         expected.pop("lm_head.weight", None)
         found.pop("lm_head.weight", None)
@@ -279,7 +320,16 @@ def validate_checkpoint(path: Path, cfg: Phi3Config) -> None:
 
 def _tokenizer_for(cfg: Phi3Config, path: Path | None) -> PreTrainedTokenizerFast:
     if path is not None and (path / "tokenizer.json").exists():
-        return PreTrainedTokenizerFast.from_pretrained(path)
+        files = [path / f for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                    "chat_template.jinja") if (path / f).exists()]
+        for file in files:
+            _check_inside(path, file)
+        try:
+            return PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+        except Exception as err:       # the tokenizers and transformers libraries raise many kinds
+            raise CheckpointError(f"the tokenizer in {path} ({', '.join(f.name for f in files)}) cannot be "
+                                  f"read: {type(err).__name__}: {str(err)[:200]}. Restore the files, or pass "
+                                  "tokenizer= explicitly") from None
     if cfg.vocab_size == VOCAB_SIZE:
         return phi4_tokenizer()
     raise CheckpointError(
@@ -360,7 +410,15 @@ def _load_hub(repo, revision, dtype, device, device_map, budget):
         raise WeightsNotFoundError(
             f"could not fetch the weights of {repo} ({type(err).__name__}). " + _GET_WEIGHTS.format(rev=rev)
         ) from None
-    return _load_local(snapshot, dtype, device, device_map, phi4_tokenizer(), budget, label=repo)
+    model = _load_local(snapshot, dtype, device, device_map, phi4_tokenizer(), budget, label=repo)
+    # The hub's `main` moves when Microsoft updates the repository (the tokenizer fix of early 2025
+    # did). The snapshot folder is named by the commit it holds: record it, so a result can be
+    # reproduced with exactly these weights.
+    model.revision = snapshot.name
+    how = ("the hub's moving `main`; pass revision=" + repr(snapshot.name) + " to load exactly these again"
+           if revision is None else f"revision={revision!r}")
+    print(f"{repo} at commit {snapshot.name} ({how})")
+    return model
 
 
 def hf_state_dict(model: TransformerBridge) -> dict[str, torch.Tensor]:
@@ -453,5 +511,26 @@ def _bridge(model: Phi3ForCausalLM, tokenizer: PreTrainedTokenizerFast, name: st
         else:
             tokenizer.init_kwargs["add_bos_token"] = before
     bridge.cfg.default_prepend_bos = False
+    bridge.to_tokens = _TextRuleToTokens(bridge)
+    bridge.revision = None                 # the hub commit, for models loaded from the hub
     bridge.eval()
     return bridge
+
+
+class _TextRuleToTokens:
+    """The bridge's ``to_tokens`` (and so ``to_str_tokens``), with phi4lab's text rule applied first.
+
+    TransformerLens' own method hands the text straight to the tokenizer, whose error
+    for a lone surrogate names neither the character nor a fix. Everything else is
+    TransformerLens' behaviour, unchanged. (An object holding the bridge rather than
+    a closure, so that ``copy.deepcopy(model)`` gives a copy that tokenizes for itself.)
+    """
+
+    def __init__(self, bridge):
+        self.bridge = bridge
+        self.__doc__ = type(bridge).to_tokens.__doc__
+
+    def __call__(self, input, *args, **kwargs):
+        for text in [input] if isinstance(input, str) else input if isinstance(input, (list, tuple)) else []:
+            check_text(text, "to_tokens' input")
+        return type(self.bridge).to_tokens(self.bridge, input, *args, **kwargs)

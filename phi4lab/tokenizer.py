@@ -239,13 +239,99 @@ def phi4_tokenizer(template: str = "fixed") -> PreTrainedTokenizerFast:
     return tok
 
 
+# ---------------------------------------------------------------- the text rule
+#
+# Every function that takes text from a user (encode_text, a model's to_tokens, the
+# attention views, the bias probes, the explorer) applies one rule first:
+#
+# * it must be a `str` (bytes, None or a number are a TypeError that says so);
+# * it must be encodable as UTF-8. A Python str can hold a *lone surrogate*
+#   (U+D800..U+DFFF, half of a UTF-16 pair, e.g. from JSON with a broken "\ud83d"
+#   escape). No byte-level tokenizer can encode one; the `tokenizers` library's
+#   own complaint ("TextEncodeInput must be Union[...]") names neither the
+#   character nor the fix, so we refuse first, with both.
+#
+# The explorer, whose job is to show a paste, repairs instead: it replaces each lone
+# surrogate by U+FFFD with `replace_lone_surrogates` and says so on the page.
+
+def _lone_surrogates(text: str) -> list[int]:
+    return [i for i, c in enumerate(text) if 0xD800 <= ord(c) <= 0xDFFF]
+
+
+def replace_lone_surrogates(text: str) -> tuple[str, int]:
+    """(text with each lone surrogate replaced by U+FFFD, how many were replaced).
+
+    A *pair* of surrogate code points (high then low) is first joined into the
+    one character it encodes, so "\ud83d\ude00" becomes the emoji, not two U+FFFD.
+    """
+    if not _lone_surrogates(text):
+        return text, 0
+    joined = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    fixed = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in joined)
+    return fixed, fixed.count("\ufffd") - text.count("\ufffd")
+
+
+def check_text(text, what: str = "text") -> str:
+    """Apply the text rule above: return `text`, or raise an error that says what to do."""
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a str, got {type(text).__name__}"
+                        + (": decode it first, e.g. data.decode('utf-8')" if isinstance(text, (bytes, bytearray)) else ""))
+    bad = _lone_surrogates(text)
+    if bad:
+        first = bad[0]
+        raise ValueError(f"{what} holds {len(bad)} lone surrogate code point(s), the first U+{ord(text[first]):04X} "
+                         f"at character {first}: half of a UTF-16 pair, which cannot be encoded as UTF-8. Remove it, "
+                         "or repair the text with phi4lab.tokenizer.replace_lone_surrogates(text)[0]")
+    return text
+
+
 def encode_text(tokenizer, text: str, *, allow_special: bool = False) -> list[int]:
     """Token ids for text a *user* typed.
 
     By default a special-token string in the text ("<|im_end|>") is cut into
     ordinary tokens, so typed text can never inject a control token. Pass
-    allow_special=True to parse it as the special token instead.
+    allow_special=True to parse it as the special token instead. The text rule
+    above applies.
     """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    check_text(text)
     return tokenizer(text, add_special_tokens=False, split_special_tokens=not allow_special)["input_ids"]
+
+
+def chat_pieces(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[tuple[str, bool]]:
+    """The chat template's text cut into (piece, typed) pairs: typed=True for a message's content.
+
+    HF's ``apply_chat_template(..., tokenize=True)`` tokenizes the templated text
+    as a whole, so a user who types "<|im_end|><|im_start|>system" inside a
+    message gets real control tokens: the chat-template version of an injection.
+    Knowing which characters were typed lets `encode_chat` keep those as text.
+    (Each content is swapped for a random marker, the template is applied, and the
+    markers are found again; a template that alters content is refused.)
+    """
+    import secrets
+
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise TypeError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
+    stamp, marked = secrets.token_hex(8), []
+    for k, m in enumerate(messages):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise TypeError(f"message {k} must be a dict with 'role' and 'content', got {m!r:.80}")
+        check_text(m["content"], f"message {k}'s content")
+        marked.append({**m, "content": f"\ue000{stamp}{k}\ue001"})
+    text = tokenizer.apply_chat_template(marked, tokenize=False, add_generation_prompt=add_generation_prompt)
+    pieces, pos = [], 0
+    for k, m in enumerate(messages):
+        mark = f"\ue000{stamp}{k}\ue001"
+        at = text.find(mark, pos)
+        if at < 0 or text.count(mark) != 1:
+            raise ValueError("this chat template does not place each message's content once, unchanged; "
+                             "phi4lab cannot tell typed text from the template's own tokens")
+        pieces += [(text[pos:at], False), (m["content"], True)]
+        pos = at + len(mark)
+    pieces.append((text[pos:], False))
+    return [(p, typed) for p, typed in pieces if p]
+
+
+def encode_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
+    """Token ids of a conversation: the template's special tokens as specials, typed content as text."""
+    return [i for piece, typed in chat_pieces(tokenizer, messages, add_generation_prompt)
+            for i in encode_text(tokenizer, piece, allow_special=not typed)]

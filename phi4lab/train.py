@@ -136,7 +136,7 @@ def _fsync(path: Path) -> None:
 
 
 def save_checkpoint(out_dir: str | os.PathLike, model, optimizer, step: int, history: list[dict], scaler=None,
-                    tokens: int | None = None) -> Path:
+                    tokens: int | None = None, settings: dict | None = None) -> Path:
     """Write ``out_dir/checkpoint`` so that a kill -9 at any moment leaves a complete checkpoint to resume.
 
     1. Everything goes to ``checkpoint.tmp``, each file fsynced, and ``checksums.json`` last: a
@@ -172,8 +172,9 @@ def save_checkpoint(out_dir: str | os.PathLike, model, optimizer, step: int, his
                 scalars[f"{idx}.{name}"] = value
     save_file(tensors, tmp / "optimizer.safetensors")
     # tokens: how many the run has consumed at `step`; the last log record may be older than the checkpoint.
+    # settings: the run's TrainConfig, so that a resume under other settings is noticed.
     meta = dict(step=step, tokens=tokens, param_groups=state["param_groups"], scalars=scalars,
-                scaler=scaler.state_dict() if scaler is not None else None)
+                scaler=scaler.state_dict() if scaler is not None else None, settings=settings)
     (tmp / "trainer_state.json").write_text(json.dumps(meta, default=float))
     (tmp / "history.json").write_text(json.dumps(history))
     for name in CHECKPOINT_FILES:
@@ -256,11 +257,52 @@ def recover_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     return out / "checkpoint"
 
 
-def load_checkpoint(out_dir: str | os.PathLike, model, optimizer, scaler=None) -> tuple[int, list[dict]]:
+class ResumeSettingsError(ValueError):
+    """The checkpoint to resume was saved by a run with other settings. Nothing was loaded."""
+
+
+# Settings that change what is logged or saved, not what is trained: they may differ on a resume.
+BOOKKEEPING = ("log_every", "eval_every", "checkpoint_every", "out_dir", "progress", "extra")
+
+
+def settings_differences(saved: dict, now: dict) -> list[str]:
+    """What differs, setting by setting, between a checkpoint's TrainConfig and a new one.
+
+    `steps` counts only where the schedule depends on it: with a constant learning rate a
+    run can be extended, with cosine or linear decay the rates already used were another run's.
+    """
+    out = []
+    for name, new in now.items():
+        if name in BOOKKEEPING or name not in saved:
+            continue
+        old = saved[name]
+        if name == "steps" and saved.get("schedule") == now.get("schedule") == "constant":
+            continue
+        as_json = json.loads(json.dumps(new, default=str))          # tuples read back as lists
+        if old != as_json:
+            out.append(f"{name}: {old!r} in the checkpoint, {new!r} now")
+    return out
+
+
+def _saved_settings(ckpt: Path, meta: dict) -> dict | None:
+    if meta.get("settings") is not None:
+        return meta["settings"]
+    log = ckpt.parent / "metrics.json"          # older checkpoints: the log written beside them
+    try:
+        return json.loads(log.read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load_checkpoint(out_dir: str | os.PathLike, model, optimizer, scaler=None, settings: dict | None = None,
+                    allow_changed_settings: bool = False) -> tuple[int, list[dict]]:
     """Restore model and optimizer from ``out_dir/checkpoint``; return (next step, history).
 
     Each file is checked against the checksums written with it, and the weights must be
-    finite: a damaged checkpoint is refused with the file named, never trained on.
+    finite: a damaged checkpoint is refused with the file named, never trained on. With
+    `settings` (the new run's TrainConfig as a dict), a checkpoint saved under other
+    settings is refused with the differences listed, unless allow_changed_settings=True.
+    All checks come before anything is loaded into `model` or `optimizer`.
     """
     from safetensors.torch import load_file
 
@@ -273,6 +315,15 @@ def load_checkpoint(out_dir: str | os.PathLike, model, optimizer, scaler=None) -
     if bad:
         raise CheckpointCorruptError(f"{ckpt / 'model.safetensors'} holds NaN or inf in {bad[:3]}: "
                                      "resuming would train on them. Delete the checkpoint or restore a good one.")
+    saved = _saved_settings(ckpt, meta) if settings is not None else None
+    differ = settings_differences(saved, settings) if saved is not None else []
+    if differ and not allow_changed_settings:
+        raise ResumeSettingsError(
+            f"{ckpt} was saved by a run with other settings: " + "; ".join(differ) + ". Resuming would carry "
+            "that run on under the new settings. Use another out_dir for a new run, delete the checkpoint to "
+            "start again, or pass allow_changed_settings=True to train(...) to continue it anyway. Nothing was loaded.")
+    if differ:
+        print("continuing the checkpoint's run with changed settings: " + "; ".join(differ))
     model.load_state_dict(weights)
     flat = load_file(ckpt / "optimizer.safetensors")
     state: dict[int, dict] = {}
@@ -313,6 +364,7 @@ def train(
     evaluate: Callable[[torch.nn.Module], dict] | None = None,
     callback: Callable[[dict], None] | None = None,
     memory_budget_bytes: int | None = None,
+    allow_changed_settings: bool = False,
 ) -> list[dict]:
     """Train `model` for cfg.steps optimizer steps; return the list of logged metrics.
 
@@ -320,7 +372,9 @@ def train(
     [batch, seq]; step s uses micro-batches s*grad_accum ... s*grad_accum+accum-1.
     evaluate(model) -> dict of metrics, called every cfg.eval_every steps and at the end.
     callback(record) is called with every logged record (a live plot, say).
-    If cfg.out_dir holds a checkpoint, training resumes from it.
+    If cfg.out_dir holds a checkpoint, training resumes from it, provided it was saved under
+    the same settings (bookkeeping such as log_every aside); otherwise the differences are
+    listed and nothing runs, unless allow_changed_settings=True.
     """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
@@ -344,7 +398,8 @@ def train(
 
     start, history = 0, []
     if cfg.out_dir and recover_checkpoint(cfg.out_dir) is not None:
-        start, history = load_checkpoint(cfg.out_dir, model, optimizer, scaler)
+        start, history = load_checkpoint(cfg.out_dir, model, optimizer, scaler, settings=asdict(cfg),
+                                         allow_changed_settings=allow_changed_settings)
         accelerator.print(f"resuming from {cfg.out_dir}/checkpoint at step {start}")
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
@@ -416,7 +471,7 @@ def train(
         if cfg.out_dir and accelerator.is_main_process and (
                 (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps):
             save_checkpoint(cfg.out_dir, accelerator.unwrap_model(model), optimizer, done, history, scaler,
-                            tokens=tokens_seen)
+                            tokens=tokens_seen, settings=asdict(cfg))
             write_log(cfg, history)
     bar.close()
     model.eval()

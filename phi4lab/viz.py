@@ -69,8 +69,15 @@ def patterns_from(source, tokens=None, layer: int | None = None) -> torch.Tensor
         if tokens is None:
             raise ValueError("give the tokens to run through the model")
         from .analysis.interventions import check_tokens
+        from .hooks import _config_of, check_forward_fits
         if hasattr(source, "cfg"):
             tokens = check_tokens(source, tokens)
+        tokens = torch.as_tensor(tokens)
+        n = tokens.shape[-1]
+        cfg, _ = _config_of(source)
+        copy = cfg.num_hidden_layers * cfg.num_attention_heads * n * n * 4      # the fp32 copy returned
+        check_forward_fits(source, n, what=f"the attention patterns of a {n:,}-token prompt", extra_bytes=copy,
+                           names=lambda name: name.endswith("attn.hook_pattern"))
         source = attention_patterns(source, tokens)
     elif hasattr(source, "keys") and not torch.is_tensor(source):
         names = sorted((k for k in source.keys() if k.endswith("attn.hook_pattern")),
@@ -115,13 +122,11 @@ def _patterns_and_labels(source, tokens) -> tuple[torch.Tensor, list | None]:
         return patterns_from(source), tokens
     if tokens is None:
         raise ValueError("give the text or the token ids to run through the model")
-    from .analysis.interventions import check_tokens
+    from .analysis.interventions import check_tokens, text_tokens
     if isinstance(tokens, str):
-        if not tokens:
-            raise ValueError("the prompt is empty: type some text to look at")
         if not hasattr(source, "to_tokens"):
             raise TypeError("text needs a phi4lab/TransformerLens model; give a Hugging Face model token ids")
-        tokens = source.to_tokens(tokens)
+        tokens = text_tokens(source, tokens)
     ids = torch.as_tensor(tokens)
     ids = ids[None] if ids.ndim == 1 else ids
     if ids.shape[0] != 1:
@@ -535,17 +540,17 @@ def token_view(patterns, tokens, layer: int, head: int, query: int) -> str:
 def explore(model, text: str, *, max_tokens: int = 512):
     """Interactive attention explorer: pick the view, layer, head and query token.
 
-    Runs the model once on `text` (refusing an empty or over-long prompt), then
-    redraws from the cached patterns as the pickers change.
+    Runs the model once on `text` (refusing an empty prompt, one longer than the
+    context or `max_tokens`, or one whose patterns would not fit in memory), then
+    redraws from the cached patterns as the pickers change. Special-token strings
+    in `text` stay text, as everywhere text is typed.
     """
     import ipywidgets as W
     from IPython.display import display
 
-    from .analysis.interventions import check_tokens
+    from .analysis.interventions import text_tokens
 
-    if not text:
-        raise ValueError("the prompt is empty: type some text to look at")
-    tokens = check_tokens(model, model.to_tokens(text))
+    tokens = text_tokens(model, text)          # all of it, typed specials as text, or a clear refusal
     if tokens.shape[-1] > max_tokens:
         raise ValueError(f"the prompt has {tokens.shape[-1]} tokens; the explorer draws at most {max_tokens} "
                          "(pass max_tokens= to raise it)")

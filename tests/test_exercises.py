@@ -310,3 +310,59 @@ def test_finetune_and_bias_checks_pass_their_references(capsys):
     B.check_control_labels(control_labels)
     B.check_steering_hook(B._steer_ref)
     assert capsys.readouterr().out.count("\N{CHECK MARK}") == 11
+
+
+class _AlwaysEqual:
+    """An answer whose == says True to anything: it must never pass a check."""
+    def __eq__(self, other):
+        return True
+
+    __hash__ = object.__hash__
+
+
+def test_checks_refuse_answers_that_only_claim_equality():
+    import numpy as np
+
+    from phi4lab.exercises import architecture as EA, curation as EC, welcome as EW
+    for check in (EA.check_repeat_kv, EA.check_causal_attention, EC.check_normalise, EW.check_count_parameters):
+        with pytest.raises(ExerciseFailure):
+            check(lambda *args: _AlwaysEqual())
+    # a numpy array or True gets a diagnosis, not "Boolean value of Tensor ... is ambiguous"
+    with pytest.raises(ExerciseFailure, match="numpy ndarray"):
+        EA.check_repeat_kv(lambda x, n: np.asarray(x.repeat_interleave(n, 1)))
+    with pytest.raises(ExerciseFailure, match="got bool True"):
+        EA.check_repeat_kv(lambda x, n: True)
+    # containers are compared element by element, with the reference's equality
+    assert diagnose([torch.ones(2), "a"], [torch.ones(2), "a"]) is None
+    assert diagnose([torch.ones(2), _AlwaysEqual()], [torch.ones(2), "a"]) is not None
+
+
+def test_a_huge_wrong_shaped_answer_is_diagnosed_without_copying_it():
+    # A tensor on the meta device has a shape but no data: any conversion or value check
+    # on it raises. The old checker converted the answer to float64 (3 GB for a big one)
+    # before looking at its shape.
+    huge = torch.empty(1024, 1024, 1024, device="meta")
+    assert diagnose(huge, torch.zeros(3, 4)).startswith("wrong shape: got (1024, 1024, 1024), expected (3, 4)")
+
+
+def test_a_wrong_dtype_is_named():
+    x = torch.randn(4, 8, dtype=torch.float64)
+    message = diagnose(rms_norm(x).half(), rms_norm(x))
+    assert "torch.float16" in message and "torch.float64" in message
+
+
+def test_a_not_implemented_error_inside_the_answer_is_not_called_a_stub():
+    def stub(x, n):
+        raise NotImplementedError
+
+    def uses_something_unimplemented(x, n):
+        def helper():
+            raise NotImplementedError("aten::foo is not implemented for 'Half'")
+        return helper()
+
+    from phi4lab.exercises import architecture as EA
+    with pytest.raises(NotImplementedError, match="still a stub"):
+        EA.check_repeat_kv(stub)
+    with pytest.raises(ExerciseFailure, match="not the stub's own raise") as info:
+        EA.check_repeat_kv(uses_something_unimplemented)
+    assert "aten::foo" in str(info.value)

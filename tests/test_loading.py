@@ -1,6 +1,7 @@
 """phi4lab.load: HF parity, the three model kinds, and every bad input refused cleanly."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -178,6 +179,53 @@ def test_impossible_sizes_are_refused_with_the_file_named(tiny_dir, tmp_path, ch
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize("content, message", [
+    (b"[1, 2, 3]", "config.json holds a JSON list, not an object"),
+    (b'{"model_type": "phi3\xff\xfe"}', "config.json is not UTF-8 text (byte 20 is 0xff)"),
+    (b'"phi3"', "config.json holds a JSON str"),
+])
+def test_a_malformed_config_file_is_refused_with_the_file_named(tiny_dir, tmp_path, content, message):
+    shutil.copy(tiny_dir / "model.safetensors", tmp_path)
+    (tmp_path / "config.json").write_bytes(content)
+    with pytest.raises(phi4lab.CheckpointError, match=re.escape(message)):
+        phi4lab.load(tmp_path)
+
+
+def test_checkpoint_files_that_point_outside_the_folder_are_refused(tiny_dir, tmp_path):
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text("{}")
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_dir, ckpt)
+    (ckpt / "tokenizer.json").unlink(missing_ok=True)
+    (ckpt / "tokenizer.json").symlink_to(outside)
+    with pytest.raises(phi4lab.CheckpointError, match=r"tokenizer.json points outside .*ckpt"):
+        phi4lab.load(ckpt)
+    (ckpt / "tokenizer.json").unlink()
+    (ckpt / "config.json").rename(tmp_path / "config.json")
+    (ckpt / "config.json").symlink_to(tmp_path / "config.json")
+    with pytest.raises(phi4lab.CheckpointError, match=r"config.json points outside"):
+        phi4lab.load(ckpt)
+
+
+def test_an_unreadable_tokenizer_is_refused_with_its_files_named(tiny_dir, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_dir, ckpt)
+    (ckpt / "tokenizer.json").write_text('{"model": ')
+    with pytest.raises(phi4lab.CheckpointError, match=r"the tokenizer in .*ckpt \(tokenizer.json.*cannot be read"):
+        phi4lab.load(ckpt)
+
+
+def test_integer_weights_are_refused_not_cast(tiny_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+    shutil.copy(tiny_dir / "config.json", tmp_path)
+    weights = load_file(tiny_dir / "model.safetensors")
+    name = next(k for k in weights if "mlp" in k)
+    weights[name] = weights[name].to(torch.int8)
+    save_file(weights, tmp_path / "model.safetensors")
+    with pytest.raises(phi4lab.CheckpointError, match=rf"not floating point, e.g. {re.escape(name)} \(I8\)"):
+        phi4lab.load(tmp_path)
+
+
 def test_other_architectures_are_named(tiny_dir, tmp_path):
     shutil.copy(tiny_dir / "model.safetensors", tmp_path)
     raw = json.loads((tiny_dir / "config.json").read_text())
@@ -246,9 +294,13 @@ def test_phi4_that_cannot_fit_is_refused_from_its_config(hf_cache):
         phi4lab.load("microsoft/phi-4", memory_budget_bytes=24 * 2**30)
 
 
-def test_phi4_loads_from_the_local_cache(hf_cache, tiny_dir):
+def test_phi4_loads_from_the_local_cache(hf_cache, tiny_dir, capsys):
     fake_snapshot(hf_cache, files_from=tiny_dir)
     model = phi4lab.load("microsoft/phi-4")
+    # without revision= the hub's moving main is followed: the commit it resolved to is kept and said
+    assert model.revision == "0" * 40
+    assert f"microsoft/phi-4 at commit {'0' * 40} (the hub's moving `main`; pass revision='{'0' * 40}'" in capsys.readouterr().out
+    assert phi4lab.load("phi4-tiny").revision is None
     reference = Phi3ForCausalLM.from_pretrained(tiny_dir, attn_implementation="eager").eval()
     tokens = model.to_tokens("Phi-4 is a 14B model")
     with torch.no_grad():

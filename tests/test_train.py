@@ -177,8 +177,8 @@ def test_a_tied_model_checkpoints_and_resumes(tmp_path):
     train(straight, batches(), quiet(steps=4))
     first = tied(0)
     train(first, batches(), quiet(steps=2, out_dir=str(tmp_path)))
-    resumed = tied(123)
-    train(resumed, batches(), quiet(steps=4, out_dir=str(tmp_path)))
+    resumed = tied(123)                 # extends the 2-step run to 4 steps: a changed setting, asked for
+    train(resumed, batches(), quiet(steps=4, out_dir=str(tmp_path)), allow_changed_settings=True)
     assert resumed.lm_head.weight is resumed.model.embed_tokens.weight, "loading must not untie"
     for p, q in zip(straight.parameters(), resumed.parameters()):
         torch.testing.assert_close(p, q)
@@ -278,5 +278,38 @@ def test_a_non_finite_loss_stops_training_before_the_update_and_keeps_the_last_c
         return data(i)
     with pytest.raises(TrainingDivergedError, match=r"step 4: the loss is nan.*checkpoint, is untouched"):
         train(model, poisoned, quiet(steps=6, checkpoint_every=2, out_dir=str(tmp_path)))
-    history = train(small_model(seed=5), batches(), quiet(steps=2, out_dir=str(tmp_path)))   # step 2's checkpoint
-    assert history[-1]["step"] == 2 and all(math.isfinite(r["loss"]) for r in history)
+    history = train(small_model(seed=5), batches(), quiet(steps=6, out_dir=str(tmp_path)))   # from step 2's checkpoint
+    assert [r["step"] for r in history] == list(range(1, 7)) and all(math.isfinite(r["loss"]) for r in history)
+
+
+def test_a_resume_under_other_settings_is_refused_with_the_differences_listed(tmp_path):
+    from phi4lab.train import ResumeSettingsError
+    train(small_model(), batches(), quiet(steps=4, checkpoint_every=2, out_dir=str(tmp_path)))
+    before = (tmp_path / "checkpoint" / "model.safetensors").read_bytes()
+    model = small_model(seed=7)
+    untouched = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ResumeSettingsError, match=r"lr: 0\.01 in the checkpoint, 0\.001 now; optimizer: 'adamw' in "
+                                                  r"the checkpoint, 'lamb' now.*allow_changed_settings=True"):
+        train(model, batches(), quiet(steps=6, lr=1e-3, optimizer="lamb", out_dir=str(tmp_path)))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in untouched.items())     # nothing was loaded
+    assert (tmp_path / "checkpoint" / "model.safetensors").read_bytes() == before     # nor written
+    # cosine decay depends on the run's length: a longer run is another run
+    with pytest.raises(ResumeSettingsError, match="steps: 4 in the checkpoint, 8 now"):
+        train(small_model(), batches(), quiet(steps=8, out_dir=str(tmp_path)))
+    # bookkeeping may change, and the caller may ask to continue
+    history = train(small_model(), batches(), quiet(steps=4, log_every=2, out_dir=str(tmp_path)))
+    assert history[-1]["step"] == 4
+    history = train(small_model(), batches(), quiet(steps=6, lr=1e-3, out_dir=str(tmp_path)),
+                    allow_changed_settings=True)
+    assert history[-1]["step"] == 6
+
+
+def test_a_constant_schedule_run_may_be_extended(tmp_path):
+    straight = small_model()
+    train(straight, batches(), quiet(steps=4, schedule="constant"))
+    first = small_model()
+    train(first, batches(), quiet(steps=2, schedule="constant", out_dir=str(tmp_path)))
+    resumed = small_model(seed=9)
+    train(resumed, batches(), quiet(steps=4, schedule="constant", out_dir=str(tmp_path)))
+    for p, q in zip(straight.parameters(), resumed.parameters()):
+        torch.testing.assert_close(p, q)

@@ -54,13 +54,34 @@ def _as_tensor(x: Any) -> torch.Tensor | None:
 
 def _close(a: Any, b: Any, rtol: float | None = None, atol: float | None = None) -> bool:
     ta, tb = _as_tensor(a), _as_tensor(b)
-    if ta is None or tb is None:
-        return a == b
-    if ta.shape != tb.shape:
+    if ta is not None and tb is not None:
+        if ta.shape != tb.shape or ta.dtype.is_complex != tb.dtype.is_complex:
+            return False
+        if rtol is None:
+            rtol, atol = tolerance(tb.dtype) if tb.dtype in TOLERANCES else (0.0, 0.0)
+        return bool(torch.allclose(ta.double(), tb.double(), rtol=rtol, atol=atol, equal_nan=False))
+    if ta is not None or tb is not None:
+        return False                   # a tensor or number against anything else (a numpy array, True, ...)
+    # Neither is a tensor or number. Only the *reference's* equality is trusted, and only
+    # for the same type: an answer whose __eq__ always says True must not pass.
+    if type(a) is not type(b):
         return False
-    if rtol is None:
-        rtol, atol = tolerance(tb.dtype) if tb.dtype in TOLERANCES else (0.0, 0.0)
-    return bool(torch.allclose(ta.double(), tb.double(), rtol=rtol, atol=atol, equal_nan=False))
+    if isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_close(x, y, rtol, atol) for x, y in zip(a, b))
+    if isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], rtol, atol) for k in b)
+    try:
+        return (b == a) is True
+    except Exception:
+        return False
+
+
+def _kind(x: Any) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a {x.dtype} tensor"
+    if type(x).__module__ == "numpy":
+        return f"a numpy {type(x).__name__} (convert it with torch.as_tensor, or use torch operations throughout)"
+    return f"{type(x).__name__} {x!r:.60}"
 
 
 def diagnose(actual: Any, expected: Any, *, mistakes: Mapping[str, Any] = (), rtol=None, atol=None) -> str | None:
@@ -72,11 +93,11 @@ def diagnose(actual: Any, expected: Any, *, mistakes: Mapping[str, Any] = (), rt
             return message
     ta, tb = _as_tensor(actual), _as_tensor(expected)
     if tb is not None and ta is None:
-        return f"expected a {'tensor' if isinstance(expected, torch.Tensor) else 'number'}, got {type(actual).__name__}"
+        what = f"a tensor ({expected.dtype})" if isinstance(expected, torch.Tensor) else "a number"
+        return f"expected {what}, got {_kind(actual)}"
     if ta is None or tb is None:
-        return f"expected {expected!r}, got {actual!r}"
-    if not torch.isfinite(ta.double()).all():
-        return "your result contains NaN or inf: look for a division by zero, a log of 0, or an overflow"
+        return f"expected {_kind(expected)}, got {_kind(actual)}"
+    # The shape first, on the tensors as they are: a huge wrong answer is never copied.
     if ta.shape != tb.shape:
         hint = ""
         if ta.shape == tb.shape[::-1] or (ta.ndim == tb.ndim >= 2 and ta.shape[-2:] == tb.shape[-2:][::-1]):
@@ -84,6 +105,12 @@ def diagnose(actual: Any, expected: Any, *, mistakes: Mapping[str, Any] = (), rt
         elif ta.numel() == tb.numel():
             hint = " (same number of elements: a missing view/reshape or a wrong einsum output?)"
         return f"wrong shape: got {tuple(ta.shape)}, expected {tuple(tb.shape)}{hint}"
+    if (ta.dtype.is_floating_point or ta.dtype.is_complex) and not torch.isfinite(ta).all():
+        return "your result contains NaN or inf: look for a division by zero, a log of 0, or an overflow"
+    dtype_note = ""
+    if isinstance(actual, torch.Tensor) and isinstance(expected, torch.Tensor) and ta.dtype != tb.dtype:
+        dtype_note = (f" Your result is {ta.dtype}, the answer {tb.dtype}: a dtype that keeps fewer digits, "
+                      "or an integer one, can explain the difference.")
     a, b = ta.double(), tb.double()
     nonzero = b.abs() > 1e-12
     if nonzero.any():
@@ -91,12 +118,13 @@ def diagnose(actual: Any, expected: Any, *, mistakes: Mapping[str, Any] = (), rt
         if torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio), rtol=1e-4) and not math.isclose(ratio.flatten()[0].item(), 1.0):
             r = ratio.flatten()[0].item()
             if math.isclose(r, -1.0, rel_tol=1e-6):
-                return "right size, wrong sign"
-            return f"off by a constant factor: yours is {r:.6g} x the answer"
+                return "right size, wrong sign" + dtype_note
+            return f"off by a constant factor: yours is {r:.6g} x the answer" + dtype_note
     err = (a - b).abs()
     where = tuple(int(i) for i in torch.unravel_index(err.argmax(), err.shape)) if err.ndim else ()
     at = f" at index {where}" if where else ""
-    return f"values differ: largest difference {err.max().item():.3g}{at} (yours {a[where].item():.6g}, expected {b[where].item():.6g})"
+    return (f"values differ: largest difference {err.max().item():.3g}{at} (yours {a[where].item():.6g}, "
+            f"expected {b[where].item():.6g})" + dtype_note)
 
 
 def _fresh(x: Any) -> Any:
@@ -118,6 +146,15 @@ def _fresh(x: Any) -> Any:
         return copy.deepcopy(x)
     except Exception:        # an object that cannot be copied is passed as it is
         return x
+
+
+def _raised_by(error: BaseException, fn: Callable) -> bool:
+    """Whether `error` was raised in `fn`'s own body (a stub's raise), not in something it called."""
+    code = getattr(getattr(fn, "__wrapped__", fn), "__code__", None)
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return code is None or (tb is not None and tb.tb_frame.f_code is code)
 
 
 def _changed_arguments(before: tuple, after: tuple) -> list[int]:
@@ -151,8 +188,13 @@ def check_function(
         mine = _fresh(tuple(case))
         try:
             actual = fn(*mine)
-        except NotImplementedError:
-            raise NotImplementedError(f"{name} is still a stub: replace `raise NotImplementedError` with your code") from None
+        except NotImplementedError as e:
+            if _raised_by(e, fn):
+                raise NotImplementedError(f"{name} is still a stub: replace `raise NotImplementedError` with your "
+                                          "code") from None
+            raise ExerciseFailure(f"{name}, test case {i + 1} of {len(cases)}: something your code calls raised "
+                                  f"NotImplementedError ({e or 'no message'}); it is not the stub's own raise, "
+                                  "so look at the operation named in the traceback above") from e
         changed = _changed_arguments(tuple(case), mine)
         expected = reference(*_fresh(tuple(case)))
         wrong = {message: mistake(*_fresh(tuple(case))) for message, mistake in dict(mistakes).items()}
