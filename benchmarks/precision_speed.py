@@ -18,9 +18,9 @@ import time
 import torch
 
 import phi4lab
-from phi4lab import precision as P
-from phi4lab.config import scaled
 from phi4lab.doctor import cpu_name, native_bf16
+from phi4lab.model.config import scaled
+from phi4lab.training import precision as P
 
 
 def best_ms(fn, repeats):

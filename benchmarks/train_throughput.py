@@ -1,7 +1,7 @@
-"""Tokens per second: phi4lab.train against a plain PyTorch loop, same model, batch and data.
+"""Tokens per second: phi4lab.training.loop against a plain PyTorch loop, same model, batch and data.
 
 The plain loop is the irreducible core (forward, loss, backward, AdamW step).
-phi4lab.train adds the schedule, clipping, accelerate, logging and a progress
+phi4lab.training.loop adds the schedule, clipping, accelerate, logging and a progress
 bar; this measures what they cost. Rounds alternate between the two loops so
 that drift in machine load hits both alike; the best round of each is kept.
 
@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from phi4lab.loading import random_hf_model
-from phi4lab.tiny import tiny_config
-from phi4lab.train import TrainConfig, lm_loss, train
+from phi4lab.model.loading import random_hf_model
+from phi4lab.recipes.tiny import tiny_config
+from phi4lab.training.loop import TrainConfig, lm_loss, train
 
 
 def plain_loop(model, get_batch, steps, lr):

@@ -7,8 +7,8 @@
 See README.md for the course map.
 """
 
-from phi4lab import config
-from phi4lab.loading import (
+from phi4lab.model import config
+from phi4lab.model.loading import (
     CheckpointError,
     UnknownModelError,
     WeightsNotFoundError,
@@ -16,7 +16,7 @@ from phi4lab.loading import (
     save,
     wrap,
 )
-from phi4lab.memory import InsufficientMemoryError
+from phi4lab.model.memory import InsufficientMemoryError
 
 __version__ = "0.1.0"
 

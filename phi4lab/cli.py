@@ -28,16 +28,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command in ("build-corpus", "build-tiny"):
-        from phi4lab.data import SourceError
+        from phi4lab.recipes.corpus import SourceError
         try:
             if args.command == "build-corpus":
-                from phi4lab.data import build_corpus, write_manifest
+                from phi4lab.recipes.corpus import build_corpus, write_manifest
                 built = build_corpus(args.archive)
                 write_manifest(built, args.out)
                 print(f"manifest written to {args.out}")
             else:
                 import json
-                from phi4lab.tiny import build
+
+                from phi4lab.recipes.tiny import build
                 warmup = {} if args.warmup_steps is None else dict(warmup_steps=args.warmup_steps)
                 metrics = build(args.out, steps=args.steps, archive=args.archive, **warmup)
                 print(json.dumps(metrics["final"], indent=1))

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import torch
 
-from phi4lab.memory import human_bytes
+from phi4lab.model.memory import human_bytes
 
 # Oldest versions the course is tested with (exact pins: constraints.txt).
 MINIMUM = {"torch": "2.13.0", "transformers": "5.24.0", "transformer-lens": "4.3.0", "tiktoken": "0.14.0"}
@@ -94,7 +94,7 @@ def matmul_time_ratios(n: int = 256, repeats: int = 5) -> dict[str, float]:
 def phi4_reachability() -> dict[str, str]:
     from huggingface_hub import try_to_load_from_cache
 
-    from phi4lab.loading import DATA_DIR
+    from phi4lab.paths import DATA_DIR
 
     found = try_to_load_from_cache("microsoft/phi-4", "config.json")
     tiny = DATA_DIR / "phi4-tiny" / "config.json"
@@ -129,7 +129,7 @@ def report() -> dict[str, str]:
     else:
         info["gpu"] = "none visible to torch"
     try:
-        from phi4lab.tokenizer import cl100k_ranks
+        from phi4lab.model.tokenizer import cl100k_ranks
 
         cl100k_ranks()  # checks the sha256 and the rank count
         info["cl100k ranks"] = "present, sha256 verified"
@@ -152,7 +152,7 @@ def problems() -> list[str]:
     if sys.version_info < (3, 11):
         found.append(f"Python {sys.version.split()[0]} is older than 3.11")
     try:
-        from phi4lab.tokenizer import cl100k_ranks
+        from phi4lab.model.tokenizer import cl100k_ranks
 
         cl100k_ranks()
     except Exception as err:  # noqa: BLE001

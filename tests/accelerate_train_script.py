@@ -6,7 +6,7 @@ from accelerate import PartialState
 from safetensors.torch import save_file
 from test_train import batches, quiet, small_model
 
-from phi4lab.train import train
+from phi4lab.training.loop import train
 
 model = small_model()
 train(model, batches(batch=8), quiet(steps=5, grad_clip=None))

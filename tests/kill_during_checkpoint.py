@@ -12,7 +12,7 @@ from pathlib import Path
 
 from test_train import batches, quiet, small_model
 
-from phi4lab import train as T
+from phi4lab.training import loop as T
 
 KILL_POINTS = ("mid-write", "before-swap", "after-old-rename", "after-final-rename", "during-old-delete")
 out_dir, event = sys.argv[1], sys.argv[2]

@@ -5,7 +5,7 @@ import torch
 
 import phi4lab
 from phi4lab.analysis import ablate_heads, direct_logit_attribution, logit_lens, next_token_losses, patch
-from phi4lab.config import scaled
+from phi4lab.model.config import scaled
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import torch
 from transformers.models.phi3 import modeling_phi3
 
 import phi4lab
-from phi4lab import architecture as A
-from phi4lab import config as C
-from phi4lab.loading import random_hf_model
+from phi4lab.model import config as C
+from phi4lab.model.loading import random_hf_model
+from phi4lab.scratch import architecture as A
 
 SHAPES = {
     "phi4-ratios": C.scaled(d_model=64, n_layers=2),

@@ -7,12 +7,12 @@ import torch
 
 import phi4lab
 from phi4lab import bias
-from phi4lab.bias import causal, data, preference, probes
+from phi4lab.bias import causal, data, probes
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return phi4lab.load("phi4-tiny")
+def tiny(tiny_model):
+    return tiny_model
 
 
 # ---- data -----------------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ def test_head_mediation_matches_patching_the_output_projection_input(tiny):
     assert torch.allclose(result["te"], result["alt"] - result["base"])
     # the same patch done independently on a plain Hugging Face copy: overwrite head 5's slice of
     # layer 1's o_proj input at the last position with the value from the female prompt
-    from phi4lab.finetune import plain_copy
+    from phi4lab.training.finetune import plain_copy
     hf = plain_copy(tiny)
     tok, d_head, layer, head = tiny.tokenizer, tiny.cfg.d_head, 1, 5
     o_proj = hf.model.layers[layer].self_attn.o_proj
@@ -228,7 +228,7 @@ def test_multi_token_words_are_refused_where_one_distribution_is_read(tiny):
 
 @pytest.mark.slow
 def test_a_stereotyped_slice_teaches_the_association(tiny):
-    from phi4lab import finetune as FT
+    from phi4lab.training import finetune as FT
     occupations = data.occupations()
     before = bias.correlation_with_bls(bias.pronoun_preference(tiny, occupations), occupations)
     stream = FT.text_stream(tiny.tokenizer, bias.slice_sentences("stereotyped", 3000, seed=1))
@@ -241,6 +241,7 @@ def test_a_stereotyped_slice_teaches_the_association(tiny):
     assert after["low"] > before["high"]
 
 
+@pytest.mark.slow
 def test_report_and_card_on_phi4_tiny(tiny):
     r = bias.report(tiny, "phi4-tiny", occupations=["nurse", "plumber", "teacher", "carpenter"], progress=False)
     assert r.pronouns.shape == (4, 17) and r.names.shape == (4, 6)
@@ -251,15 +252,16 @@ def test_report_and_card_on_phi4_tiny(tiny):
 
 
 def test_wrap_refuses_what_it_cannot_wrap(tiny):
-    from phi4lab import finetune as FT
+    from phi4lab.training import finetune as FT
     with pytest.raises(TypeError, match="merge it first|merged"):
         phi4lab.wrap(FT.lora_model(tiny, r=2))
     with pytest.raises(ValueError, match="pass its tokenizer"):
         phi4lab.wrap(FT.plain_copy(tiny))
 
 
+@pytest.mark.slow
 def test_the_same_report_runs_on_a_model_with_phi4s_tokenizer():
-    from phi4lab.config import scaled
+    from phi4lab.model.config import scaled
     twin = phi4lab.load(config=scaled(d_model=64, n_layers=2), seed=0)      # Phi-4's 100,352-id tokenizer
     assert [len(twin.tokenizer.encode(w, add_special_tokens=False)) for w in (" he", " she")] == [1, 1]
     r = bias.report(twin, "twin", occupations=["nurse", "plumber", "teacher"], progress=False)

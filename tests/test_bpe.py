@@ -1,12 +1,12 @@
-"""phi4lab.bpe: the primitives, training (matches Hugging Face's trainer), tiktoken parity, traces."""
+"""phi4lab.scratch.bpe: the primitives, training (matches Hugging Face's trainer), tiktoken parity, traces."""
 
 import random
 
 import pytest
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
-from phi4lab import bpe
-from phi4lab.tokenizer import HF_PATTERN, bytes_to_unicode, cl100k_ranks, tiktoken_encoding
+from phi4lab.model.tokenizer import HF_PATTERN, bytes_to_unicode, cl100k_ranks, tiktoken_encoding
+from phi4lab.scratch import bpe
 
 TEXTS = [
     "Hello, world! It's 2026; the year's 12,345,678th second.",

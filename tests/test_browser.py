@@ -8,7 +8,7 @@ offline. This test opens the notebooks in JupyterLab as a student would, runs
 every cell, and checks the page:
 
 - every plotly figure and every widget output rendered (DOM present, non-empty),
-  and every phi4lab.viz view shows its images;
+  and every phi4lab.viz.attention view shows its images;
 - no cell errored;
 - the browser console shows no JavaScript errors;
 - no request left the machine (every asset is served by the local server).
@@ -226,7 +226,7 @@ def test_notebook_runs_and_renders_in_jupyterlab(lab, browser, name):
         assert widgets.nth(i).inner_text().strip() or widgets.nth(i).locator("img, svg, canvas").count(), \
             f"widget output {i} is empty"
     assert "Error displaying widget" not in notebook.inner_text()
-    # every phi4lab.viz view shows its pictures
+    # every phi4lab.viz.attention view shows its pictures
     for img in notebook.locator(".p4l-att img").all()[:50]:
         assert img.evaluate("i => i.complete && i.naturalWidth > 0"), "an attention view image did not load"
 
@@ -244,7 +244,7 @@ def test_attention_view_hover_reads_weights_back_in_chromium(browser, tmp_path):
     """The inline script maps a pixel's colour back to its weight; the toggle ungroups the grid."""
     import torch
 
-    from phi4lab import viz
+    from phi4lab.viz import attention as viz
     p = torch.zeros(1, 2, 4, 4)
     p[0, 0] = torch.tensor([[1, 0, 0, 0], [0.25, 0.75, 0, 0], [0.5, 0.2, 0.3, 0], [0.1, 0.2, 0.3, 0.4]])
     p[0, 1] = torch.tril(torch.ones(4, 4)) / torch.arange(1, 5)[:, None]
@@ -271,8 +271,8 @@ def test_hostile_strings_run_no_script_in_any_view(browser, tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from test_viz import HOSTILE, hostile_views
 
-    from phi4lab import explorer as X
-    from phi4lab.tokenizer import phi4_tokenizer
+    from phi4lab.model.tokenizer import phi4_tokenizer
+    from phi4lab.viz import tokens as X
     pages = {f"view{i}.html": v for i, v in enumerate(hostile_views())}
     for name, view in pages.items():
         view.save(tmp_path / name)
@@ -282,8 +282,8 @@ def test_hostile_strings_run_no_script_in_any_view(browser, tmp_path):
     for name in [*pages, "explorer.html"]:
         page = browser.new_page()
         errors, dialogs = [], []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+        page.on("dialog", lambda d, dialogs=dialogs: (dialogs.append(d.message), d.dismiss()))
         page.goto((tmp_path / name).as_uri())
         page.wait_for_timeout(300)                   # give an onload/onerror payload time to fire
         assert page.evaluate("window.__pwned") is None, name

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import Phi3ForCausalLM
 
-from phi4lab import config as C
+from phi4lab.model import config as C
 
 
 def test_phi4_parameter_count_is_exact():

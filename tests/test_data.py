@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from phi4lab import data
-from phi4lab.data import Document
+from phi4lab.recipes import corpus as data
+from phi4lab.recipes.corpus import Document
 
 PROSE = (
     "The quality of mercy is not strained. It droppeth as the gentle rain from heaven upon the place "
@@ -100,7 +100,7 @@ def test_tampered_archive_is_refused_and_nothing_is_written(tmp_path, monkeypatc
     with pytest.raises(data.SourceError, match="sha256"):
         data.shakespeare_documents(fake)
     # the tiny build refuses before creating its output folder
-    from phi4lab import tiny
+    from phi4lab.recipes import tiny
     out = tmp_path / "out" / "phi4-tiny"
     monkeypatch.setenv("PHI4LAB_CACHE", str(tmp_path / "cache"))
     with pytest.raises(data.SourceError):

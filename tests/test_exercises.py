@@ -8,9 +8,9 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
-from phi4lab import config as C
 from phi4lab.exercises import ExerciseFailure, check_function, diagnose, welcome
 from phi4lab.exercises.student import MarkerError, build_student_edition, make_student, strip_solutions
+from phi4lab.model import config as C
 
 COURSE = Path(__file__).resolve().parents[1] / "course"
 NOTEBOOKS = sorted(COURSE.glob("*.ipynb"))
@@ -130,12 +130,14 @@ def test_every_check_fails_on_the_student_edition(path, tmp_path):
 # ---- notebooks 05, 06, 08, 09: each check passes its reference and names each listed mistake -----
 
 def _mistake_cases():
-    from phi4lab.exercises import attention as A, interventions as I
+    from phi4lab.exercises import attention as A
+    from phi4lab.exercises import interventions as I
     table = [(A.check_pattern_cache_bytes, A.PATTERN_MISTAKES), (A.check_attention_pattern, A.ATTENTION_MISTAKES),
              (A.check_previous_token_score, A.PREV_MISTAKES), (A.check_induction_score, A.INDUCTION_MISTAKES),
              (I.check_final_norm_logits, I.LENS_MISTAKES), (I.check_component_logits, I.DLA_MISTAKES),
              (I.check_repeat_losses, I.REPEAT_MISTAKES)]
-    from phi4lab.exercises import bias as B, finetune as F          # notebooks 08 and 09
+    from phi4lab.exercises import bias as B  # notebooks 08 and 09
+    from phi4lab.exercises import finetune as F
     table += [(F.check_lora_parameters, F.LORA_COUNT_MISTAKES), (F.check_merge, F.MERGE_MISTAKES),
               (F.check_attention_change, F.TV_MISTAKES), (F.check_fraction_explained, F.FRACTION_MISTAKES),
               (F.check_assistant_labels, F.LABEL_MISTAKES), (B.check_word_logprob, B.WORD_MISTAKES),
@@ -153,7 +155,8 @@ def test_attention_and_intervention_checks_name_each_mistake(check, message, wro
 
 def test_attention_and_intervention_checks_pass_their_references(capsys):
     from phi4lab.analysis import heads
-    from phi4lab.exercises import attention as A, interventions as I
+    from phi4lab.exercises import attention as A
+    from phi4lab.exercises import interventions as I
     A.check_pattern_cache_bytes(A._pattern_bytes_ref)
     A.check_attention_pattern(A._pattern_ref)
     A.check_previous_token_score(heads.previous_token_scores)
@@ -179,8 +182,9 @@ def test_attention_and_intervention_checks_pass_their_references(capsys):
 
 def _architecture_mistakes():
     import torch.nn.functional as F
-    from phi4lab import architecture as A
+
     from phi4lab.exercises import architecture as X
+    from phi4lab.scratch import architecture as A
     lin = F.linear
     return [
         (X.check_rms_norm, lambda x, w, e: w * (x / (x.pow(2).mean(-1, keepdim=True).sqrt() + e)), "inside the square root"),
@@ -200,8 +204,8 @@ def _architecture_mistakes():
 
 
 def test_architecture_checks_pass_the_reference(capsys):
-    from phi4lab import architecture as A
     from phi4lab.exercises import architecture as X
+    from phi4lab.scratch import architecture as A
     for check, ref in ((X.check_rms_norm, A.rms_norm), (X.check_rotary_cos_sin, A.rotary_cos_sin),
                        (X.check_apply_rotary, A.apply_rotary), (X.check_split_qkv, A.split_qkv),
                        (X.check_repeat_kv, A.repeat_kv), (X.check_causal_attention, A.causal_attention),
@@ -216,6 +220,7 @@ def test_architecture_checks_pass_the_reference(capsys):
 def _precision_cases():
     import functools
     import math
+
     from phi4lab.exercises import precision as X
     return [
         (X.check_exponent_mantissa_bits, lambda dt: (torch.finfo(dt).bits - round(-math.log2(torch.finfo(dt).eps)),
@@ -239,6 +244,7 @@ def test_notebook_01_and_07_checks_name_typical_mistakes(table, index):
 
 def test_precision_checks_pass_the_reference(capsys):
     import math
+
     from phi4lab.exercises import precision as X
 
     def kahan(values):
@@ -292,7 +298,8 @@ def test_bias_checks_without_a_reference_table_name_their_mistakes():
 
 def test_finetune_and_bias_checks_pass_their_references(capsys):
     from phi4lab.bias import control_labels
-    from phi4lab.exercises import bias as B, finetune as F
+    from phi4lab.exercises import bias as B
+    from phi4lab.exercises import finetune as F
 
     def fill(frame, occupation):
         if frame.count("{occupation}") != 1:
@@ -323,7 +330,9 @@ class _AlwaysEqual:
 def test_checks_refuse_answers_that_only_claim_equality():
     import numpy as np
 
-    from phi4lab.exercises import architecture as EA, curation as EC, welcome as EW
+    from phi4lab.exercises import architecture as EA
+    from phi4lab.exercises import curation as EC
+    from phi4lab.exercises import welcome as EW
     for check in (EA.check_repeat_kv, EA.check_causal_attention, EC.check_normalise, EW.check_count_parameters):
         with pytest.raises(ExerciseFailure):
             check(lambda *args: _AlwaysEqual())

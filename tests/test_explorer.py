@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import phi4lab
-from phi4lab import explorer as X
-from phi4lab.config import scaled
-from phi4lab.tokenizer import phi4_tokenizer, tiktoken_encoding
+from phi4lab.model.config import scaled
+from phi4lab.model.tokenizer import phi4_tokenizer, tiktoken_encoding
+from phi4lab.viz import tokens as X
 
 
 @pytest.fixture(scope="module")

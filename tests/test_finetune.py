@@ -1,11 +1,11 @@
-"""phi4lab.finetune: LoRA on the fused Phi-3 layers, adapters saved and merged, full and LoRA training."""
+"""phi4lab.training.finetune: LoRA on the fused Phi-3 layers, adapters saved and merged, full and LoRA training."""
 
 import pytest
 import torch
 
 import phi4lab
-from phi4lab import finetune as FT
-from phi4lab.config import scaled
+from phi4lab.model.config import scaled
+from phi4lab.training import finetune as FT
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,7 @@ def test_q_v_only_adapter_is_refused_with_the_reason(base):
         FT.lora_model(base, targets=["q_proj", "v_proj"])
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_leaves_the_base_alone(base, batches, tuned):
     model, history = tuned
     assert history[-1]["loss"] < history[0]["loss"] - 0.5

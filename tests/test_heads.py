@@ -5,7 +5,7 @@ import torch
 
 import phi4lab
 from phi4lab.analysis import heads
-from phi4lab.config import scaled
+from phi4lab.model.config import scaled
 
 P = 10  # period of the repeated sequence
 
@@ -75,7 +75,7 @@ def test_group_by_kv_head():
 
 
 def test_patterns_from_bridge_and_hugging_face_agree():
-    from phi4lab.loading import random_hf_model
+    from phi4lab.model.loading import random_hf_model
     cfg = scaled(d_model=64, n_layers=2)
     hf = random_hf_model(cfg, seed=3).eval()
     bridge = phi4lab.load(config=cfg, seed=3)

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import phi4lab
-from phi4lab import config as C
-from phi4lab.hooks import plan_cache, run_with_plan
-from phi4lab.memory import InsufficientMemoryError
+from phi4lab.analysis.cache_plan import plan_cache, run_with_plan
+from phi4lab.model import config as C
+from phi4lab.model.memory import InsufficientMemoryError
 
 
 def measured_bytes(cache) -> int:
@@ -22,7 +22,7 @@ def measured_bytes(cache) -> int:
 ], ids=["1-layer", "3-layer-gqa", "4-layer-mha"])
 @pytest.mark.parametrize("seq, batch", [(5, 1), (17, 3)])
 def test_plan_matches_the_real_cache(cfg, seq, batch):
-    model = phi4lab.load(config=cfg, seed=0, tokenizer=phi4lab.tokenizer.phi4_tokenizer())
+    model = phi4lab.load(config=cfg, seed=0, tokenizer=phi4lab.model.tokenizer.phi4_tokenizer())
     tokens = torch.randint(0, cfg.vocab_size, (batch, seq))
     plan = plan_cache(model, seq, batch)
     _, cache = run_with_plan(model, tokens, plan)

@@ -9,9 +9,9 @@ import torch
 from transformers import Phi3ForCausalLM
 
 import phi4lab
-from phi4lab import config as C
-from phi4lab import loading
-from phi4lab.tokenizer import phi4_tokenizer
+from phi4lab.model import config as C
+from phi4lab.model import loading
+from phi4lab.model.tokenizer import phi4_tokenizer
 
 PARITY_CONFIGS = {
     "phi4-ratios": C.scaled(d_model=64, n_layers=2, n_kv_heads=2),
@@ -49,6 +49,7 @@ def test_bridge_logits_match_hugging_face(name, tmp_path):
     assert cache["blocks.0.attn.hook_k"].shape == (1, 17, cfg.num_key_value_heads, C.head_dim(cfg))
 
 
+@pytest.mark.slow
 def test_random_twins_are_seeded():
     cfg = C.scaled(d_model=32, n_layers=1, n_kv_heads=1)
     a, b, c = (phi4lab.load(config=cfg, seed=s) for s in (0, 0, 1))
@@ -322,7 +323,7 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_the_shipped_phi4_tiny_is_checked_byte_for_byte(tmp_path, monkeypatch):
-    from phi4lab.integrity import sha256_file
+    from phi4lab.model.integrity import sha256_file
     shipped = loading.DATA_DIR / loading.TINY
     assert {f: sha256_file(shipped / f) for f in loading.TINY_SHA256} == loading.TINY_SHA256
     copy = tmp_path / loading.TINY

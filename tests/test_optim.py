@@ -1,11 +1,10 @@
 """Schedules, and LAMB/LARS checked against their formulas."""
 
-import math
 
 import pytest
 import torch
 
-from phi4lab.optim import LAMB, LARS, lr_at, make_optimizer
+from phi4lab.training.optim import LAMB, LARS, lr_at, make_optimizer
 
 
 def test_schedule_shape():

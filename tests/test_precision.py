@@ -1,11 +1,11 @@
-"""phi4lab.precision: formats, rounding, overflow, refusals, drift and the loss scaler."""
+"""phi4lab.training.precision: formats, rounding, overflow, refusals, drift and the loss scaler."""
 
 import pytest
 import torch
 
 import phi4lab
-from phi4lab import precision as P
-from phi4lab.config import scaled
+from phi4lab.model.config import scaled
+from phi4lab.training import precision as P
 
 
 def test_format_table_reads_torch_finfo():
@@ -71,6 +71,7 @@ def test_drift_refuses_models_of_different_shapes(twin):
         P.drift(twin, other, torch.zeros(1, 4, dtype=torch.long))
 
 
+@pytest.mark.slow
 def test_grad_scaler_backs_off_on_overflow_and_grows_back():
     model = phi4lab.load(config=scaled(d_model=64, n_layers=1), seed=0)
 

@@ -10,11 +10,11 @@ import importlib
 import pytest
 import torch
 
-import phi4lab
-from phi4lab import explorer as X
-from phi4lab import memory, viz
-from phi4lab.analysis.interventions import text_tokens
-from phi4lab.tokenizer import encode_chat, encode_text, phi4_tokenizer, replace_lone_surrogates
+from phi4lab.model import memory
+from phi4lab.model.guards import text_tokens
+from phi4lab.model.tokenizer import encode_chat, encode_text, phi4_tokenizer, replace_lone_surrogates
+from phi4lab.viz import attention as viz
+from phi4lab.viz import tokens as X
 
 LONE = "a\ud800b"
 LONG = "the cat sat on the mat and " * 300                   # 2,701 phi4-tiny tokens; its context is 512
@@ -22,29 +22,34 @@ preference = importlib.import_module("phi4lab.bias.preference")
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return phi4lab.load("phi4-tiny")
+def tiny(tiny_model):
+    return tiny_model
+
+
+@pytest.fixture(scope="module")
+def phi4_tok():
+    return phi4_tokenizer()
 
 
 # ---- item 8: one text rule
 
-def test_a_lone_surrogate_gets_the_same_clear_error_from_every_text_function(tiny):
+def test_a_lone_surrogate_gets_the_same_clear_error_from_every_text_function(tiny, phi4_tok):
     calls = {
-        "encode_text": lambda: encode_text(phi4_tokenizer(), LONE),
+        "encode_text": lambda: encode_text(phi4_tok, LONE),
         "to_tokens": lambda: tiny.to_tokens(LONE),
         "to_tokens (a list)": lambda: tiny.to_tokens(["fine", LONE]),
         "to_str_tokens": lambda: tiny.to_str_tokens(LONE),
         "viz.attention_heads": lambda: viz.attention_heads(tiny, LONE, 0),
         "viz.explore": lambda: viz.explore(tiny, LONE),
         "bias probes": lambda: preference.word_logprobs(tiny, [LONE], ["he"]),
-        "encode_chat": lambda: encode_chat(phi4_tokenizer(), [{"role": "user", "content": LONE}]),
+        "encode_chat": lambda: encode_chat(phi4_tok, [{"role": "user", "content": LONE}]),
     }
     for where, call in calls.items():
         with pytest.raises(ValueError, match=r"lone surrogate .*U\+D800 at character 1.*replace_lone_surrogates"):
             call()
         assert where  # (named in the assertion message above when it fails)
     with pytest.raises(TypeError, match="decode it first"):
-        encode_text(phi4_tokenizer(), b"bytes")
+        encode_text(phi4_tok, b"bytes")
 
 
 def test_the_repair_joins_pairs_and_replaces_only_lone_halves():

@@ -6,10 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import phi4lab
-from phi4lab import tiny
 from phi4lab.analysis import heads
-from phi4lab.data import Document
+from phi4lab.recipes import tiny
+from phi4lab.recipes.corpus import Document
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "phi4-tiny"
 
@@ -79,8 +78,8 @@ def test_shipped_files_are_small_and_complete():
     assert not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)
 
 
-def test_shipped_model_loads_with_its_tokenizer_and_predicts_text():
-    model = phi4lab.load("phi4-tiny")
+def test_shipped_model_loads_with_its_tokenizer_and_predicts_text(tiny_model):
+    model = tiny_model
     assert model.cfg.n_layers >= 4 and model.cfg.d_vocab == tiny.TINY_VOCAB
     assert model.tokenizer.convert_ids_to_tokens(tiny.TINY_VOCAB - 2) == "<|im_end|>"
     text = "    def __init__(self, name):\n        self.name = name\n"
@@ -101,32 +100,37 @@ def _fresh_scores(model):
     return induction, previous
 
 
-def test_shipped_model_has_a_previous_token_head():
-    _, previous = _fresh_scores(phi4lab.load("phi4-tiny"))
+@pytest.fixture(scope="module")
+def fresh_scores(tiny_model):
+    return _fresh_scores(tiny_model)
+
+
+def test_shipped_model_has_a_previous_token_head(fresh_scores):
+    _, previous = fresh_scores
     assert previous.max() >= 0.4, heads.top_heads(previous, 3)
 
 
-def test_shipped_induction_score_matches_its_metrics():
-    induction, _ = _fresh_scores(phi4lab.load("phi4-tiny"))
+def test_shipped_induction_score_matches_its_metrics(fresh_scores):
+    induction, _ = fresh_scores
     metrics = json.loads((SHIPPED / "metrics.json").read_text())
     assert abs(induction.max().item() - metrics["final"]["induction_score"]) < 0.05
 
 
-def test_shipped_model_has_an_induction_head():
-    induction, _ = _fresh_scores(phi4lab.load("phi4-tiny"))
+def test_shipped_model_has_an_induction_head(fresh_scores):
+    induction, _ = fresh_scores
     assert induction.max() >= 0.4, heads.top_heads(induction, 3)
 
 
-def test_shipped_model_copies_in_context_through_its_induction_heads():
+def test_shipped_model_copies_in_context_through_its_induction_heads(tiny_model, fresh_scores):
     """The heads are not just a pattern: the model copies, and ablating them removes the copying.
 
     Layer 3 holds several induction heads, so the copying survives losing half of them
     and is gone only when all are ablated.
     """
     from phi4lab.analysis.interventions import ablate_heads
-    from phi4lab.train import next_token_losses
-    model = phi4lab.load("phi4-tiny")
-    induction, _ = _fresh_scores(model)
+    from phi4lab.training.loop import next_token_losses
+    model = tiny_model
+    induction, _ = fresh_scores
     ranked = [(layer, head) for layer, head, s in heads.top_heads(induction, induction.numel()) if s >= 0.4]
     assert len(ranked) >= 2, ranked
     n_ordinary = tiny.TINY_VOCAB - len(tiny.TINY_SPECIALS)
@@ -155,12 +159,12 @@ def test_tie_and_untie_embeddings():
 
 
 def _small_random_model():
-    from phi4lab.config import scaled
-    from phi4lab.loading import random_hf_model
+    from phi4lab.model.config import scaled
+    from phi4lab.model.loading import random_hf_model
     return random_hf_model(scaled(d_model=32, n_layers=1, n_kv_heads=1, vocab_size=64), seed=0)
 
 
-def test_shipped_metrics_agree_with_the_log():
+def test_shipped_metrics_agree_with_the_log(tiny_model):
     metrics = json.loads((SHIPPED / "metrics.json").read_text())
     log = json.loads((SHIPPED / "training_log.json").read_text())
     assert metrics["final"] == log[-1]
@@ -172,5 +176,5 @@ def test_shipped_metrics_agree_with_the_log():
         r["step"] for r in log if r["phase"] == "warm-up")
     assert [r["step"] for r in log] == sorted({r["step"] for r in log})
     assert metrics["final"]["step"] == metrics["warmup"]["steps"] + metrics["mixture_steps"]
-    from phi4lab.loading import hf_state_dict
-    assert metrics["parameters"] == sum(t.numel() for t in hf_state_dict(phi4lab.load("phi4-tiny")).values())
+    from phi4lab.model.bridge import hf_state_dict
+    assert metrics["parameters"] == sum(t.numel() for t in hf_state_dict(tiny_model).values())

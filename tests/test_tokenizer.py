@@ -4,9 +4,8 @@ import hashlib
 import random
 
 import pytest
-import transformers
 
-from phi4lab import tokenizer as T
+from phi4lab.model import tokenizer as T
 
 TEXTS = [
     "Hello World",
@@ -90,6 +89,7 @@ def test_chat_scaffold_ids(tok):
     assert tok("<|im_start|>Hello<|im_sep|> World<|im_end|><|dummy_85|>")["input_ids"] == [100264, 9906, 100266, 4435, 100265, 100349]
 
 
+@pytest.mark.slow
 def test_templates_differ_only_where_the_fix_was():
     chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
     fixed = T.phi4_tokenizer("fixed").apply_chat_template(chat, tokenize=False)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from phi4lab.config import scaled
-from phi4lab.loading import random_hf_model
-from phi4lab.memory import InsufficientMemoryError
-from phi4lab.train import CheckpointCorruptError, TrainConfig, TrainingDivergedError, lm_loss, perplexity, train
+from phi4lab.model.config import scaled
+from phi4lab.model.loading import random_hf_model
+from phi4lab.model.memory import InsufficientMemoryError
+from phi4lab.training.loop import CheckpointCorruptError, TrainConfig, TrainingDivergedError, lm_loss, perplexity, train
 
 V = 97
 
@@ -193,7 +193,7 @@ def test_loop_runs_unchanged_under_accelerate_with_two_processes(tmp_path):
     """`accelerate launch` with 2 processes on the CPU (gloo): same weights as one process, same global batch.
 
     On a machine without GPUs, accelerate's multi-process launcher (torchrun underneath) starts the
-    processes, and phi4lab.train's Accelerator(cpu=True) joins them as a MULTI_CPU group.
+    processes, and phi4lab.training.loop's Accelerator(cpu=True) joins them as a MULTI_CPU group.
     """
     env = dict(os.environ, OMP_NUM_THREADS="1")
     one = tmp_path / "one.safetensors"
@@ -219,6 +219,7 @@ def test_loop_runs_unchanged_under_accelerate_with_two_processes(tmp_path):
 KILLER = Path(__file__).with_name("kill_during_checkpoint.py")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("event", ["mid-write", "before-swap", "after-old-rename", "after-final-rename",
                                    "during-old-delete"])
 def test_a_kill_at_any_point_of_a_checkpoint_save_resumes_to_the_same_weights(tmp_path, event):
@@ -283,7 +284,7 @@ def test_a_non_finite_loss_stops_training_before_the_update_and_keeps_the_last_c
 
 
 def test_a_resume_under_other_settings_is_refused_with_the_differences_listed(tmp_path):
-    from phi4lab.train import ResumeSettingsError
+    from phi4lab.training.loop import ResumeSettingsError
     train(small_model(), batches(), quiet(steps=4, checkpoint_every=2, out_dir=str(tmp_path)))
     before = (tmp_path / "checkpoint" / "model.safetensors").read_bytes()
     model = small_model(seed=7)

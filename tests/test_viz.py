@@ -9,7 +9,7 @@ import torch
 
 matplotlib.use("Agg")
 
-from phi4lab import viz  # noqa: E402
+from phi4lab.viz import attention as viz  # noqa: E402
 
 
 def causal_softmax(L=2, H=8, T=12, scale=3.0, seed=0):

@@ -1,6 +1,6 @@
 """Scores, lenses and interventions for looking inside a model."""
 
-from .heads import (
+from phi4lab.analysis.heads import (
     attention_patterns,
     duplicate_token_scores,
     induction_scores,
@@ -9,9 +9,9 @@ from .heads import (
     sink_scores,
     top_heads,
 )
-from ..train import next_token_losses  # per-position losses, shared with the training loop
-from .interventions import ablate_heads, patch
-from .lens import direct_logit_attribution, logit_lens
+from phi4lab.analysis.interventions import ablate_heads, patch
+from phi4lab.analysis.lens import direct_logit_attribution, logit_lens
+from phi4lab.training.loop import next_token_losses  # per-position losses, shared with the training loop
 
 __all__ = [
     "ablate_heads",

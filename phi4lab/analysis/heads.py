@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import torch
 
+from phi4lab.model.bridge import is_bridge
+
 
 def attention_patterns(model, tokens: torch.Tensor) -> torch.Tensor:
     """Attention patterns of every layer: [n_layers, batch, n_heads, query, key].
@@ -42,7 +44,7 @@ def attention_patterns(model, tokens: torch.Tensor) -> torch.Tensor:
     if tokens.ndim == 1:
         tokens = tokens[None]
     with torch.no_grad():
-        if hasattr(model, "run_with_cache"):
+        if is_bridge(model):
             _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("attn.hook_pattern"))
             names = sorted((k for k in cache.keys()), key=lambda k: int(k.split(".")[1]))
             return torch.stack([cache[k] for k in names])

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import torch
 
-from .interventions import check_tokens
+from phi4lab.model.bridge import final_norm_weight
+from phi4lab.model.guards import check_tokens
 
 
 def _final_norm_weight(model) -> torch.Tensor:
     """The learned per-dimension scale of the final RMSNorm (Phi-3's ``model.norm.weight``)."""
-    return model.original_model.model.norm.weight.detach()
+    return final_norm_weight(model)
 
 
 def _unembed(model, resid: torch.Tensor) -> torch.Tensor:

@@ -66,14 +66,14 @@ def hadamard(n: int) -> torch.Tensor:
 
 
 def planted_config():
-    from ..config import scaled
+    from phi4lab.model.config import scaled
     return scaled(d_model=D_MODEL, n_layers=2, n_kv_heads=2, num_attention_heads=4, vocab_size=VOCAB,
                   bos_token_id=BOS_ID, eos_token_id=BOS_ID, pad_token_id=BOS_ID)
 
 
 def planted_hf_model():
     """The hand-set Phi3ForCausalLM (eager attention, fp32)."""
-    from ..loading import random_hf_model
+    from phi4lab.model.loading import random_hf_model
 
     cfg = planted_config()
     model = random_hf_model(cfg)
@@ -135,9 +135,9 @@ def planted_hf_model():
 
 def planted_model():
     """The hand-set model as a phi4lab/TransformerLens bridge (hook names, run_with_cache, ...)."""
-    from ..loading import _bridge
-    from ..tokenizer import phi4_tokenizer
-    return _bridge(planted_hf_model(), phi4_tokenizer(), "phi4lab-planted-heads")
+    from phi4lab.model.bridge import bridge
+    from phi4lab.model.tokenizer import phi4_tokenizer
+    return bridge(planted_hf_model(), phi4_tokenizer(), "phi4lab-planted-heads")
 
 
 def repeated_prompt(period: int = 8, repeats: int = 2, batch: int = 4, seed: int = 0) -> torch.Tensor:

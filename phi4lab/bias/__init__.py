@@ -5,11 +5,12 @@
 - ``probes``: linear probes on the residual stream, layer by layer, with a control task.
 - ``causal``: head mediation by patching, and steering along the probe direction.
 - ``card``: all of it on one model, and the one-page figure.
+- ``stats``: bootstrap intervals and Pearson's r, for all of the above.
 """
 
-from .card import BiasReport, card, report
-from .causal import gender_pairs, head_mediation, steer, top_mediators
-from .data import (
+from phi4lab.bias.card import BiasReport, card, report
+from phi4lab.bias.causal import gender_pairs, head_mediation, steer, top_mediators
+from phi4lab.bias.data import (
     BLS_SOURCE,
     BiasDataError,
     UnknownOccupationError,
@@ -20,16 +21,22 @@ from .data import (
     slice_sentences,
     templates,
 )
-from .preference import (
-    bootstrap,
+from phi4lab.bias.preference import (
     correlation_with_bls,
     name_preference,
-    pearson,
     preference,
     pronoun_preference,
     word_logprobs,
 )
-from .probes import control_labels, diff_of_means, gendered_prompts, last_residuals, probe_accuracies, probe_layers
+from phi4lab.bias.probes import (
+    control_labels,
+    diff_of_means,
+    gendered_prompts,
+    last_residuals,
+    probe_accuracies,
+    probe_layers,
+)
+from phi4lab.bias.stats import bootstrap, pearson
 
 __all__ = [
     "BLS_SOURCE", "BiasDataError", "BiasReport", "UnknownOccupationError", "bootstrap", "card", "check_frame",

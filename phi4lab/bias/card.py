@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from . import causal, data, preference, probes
+from phi4lab.bias import causal, data, preference, probes
+from phi4lab.bias.stats import bootstrap
 
 
 @dataclass
@@ -45,14 +46,14 @@ def report(model, name: str | None = None, occupations: list[str] | None = None,
     steps.update()
     pron_corr = preference.correlation_with_bls(pron, occupations, seed=seed)
     name_corr = preference.correlation_with_bls(names, occupations, seed=seed)
-    mean_pron = tuple(x.item() for x in preference.bootstrap(pron, lambda v: v.mean(), seed=seed))
+    mean_pron = tuple(x.item() for x in bootstrap(pron, lambda v: v.mean(), seed=seed))
     probe = probes.probe_layers(model, seed=seed)
     steps.update()
     male, female = causal.gender_pairs()
     mediation = causal.head_mediation(model, male, female)
     steps.update()
     mediators = causal.top_mediators(mediation, seed=seed)
-    te = tuple(x.item() for x in preference.bootstrap(mediation["te"], lambda v: v.mean(), seed=seed))
+    te = tuple(x.item() for x in bootstrap(mediation["te"], lambda v: v.mean(), seed=seed))
     # steer along the direction that is most selective (real minus control accuracy), after the embedding
     rows = probe["layers"][1:]
     layer = max(rows, key=lambda r: (round(r["selectivity_mean_diff"], 6), -r["layer"]))["layer"]
@@ -77,7 +78,7 @@ def card(r: BiasReport):
     means = r.pronouns.mean(-1)
     lows, highs = [], []
     for k in range(len(r.occupations)):
-        _, lo, hi = preference.bootstrap(r.pronouns[k], lambda v: v.mean(), n=400, seed=k)
+        _, lo, hi = bootstrap(r.pronouns[k], lambda v: v.mean(), n=400, seed=k)
         lows.append(means[k].item() - lo.item())
         highs.append(hi.item() - means[k].item())
     ax[0, 0].errorbar(shares, means, yerr=[lows, highs], fmt="o", ms=3, alpha=0.7, elinewidth=0.8)

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import torch
 
-from . import data
-from .preference import _batches, _encode, bootstrap
-from .probes import residual_hook
+from phi4lab.bias import data
+from phi4lab.bias._batching import batches, encode
+from phi4lab.bias.probes import residual_hook
+from phi4lab.bias.stats import bootstrap
 
 
 def _scores(logits: torch.Tensor, female_ids: list[int], male_ids: list[int]) -> torch.Tensor:
@@ -38,7 +39,7 @@ def _scores(logits: torch.Tensor, female_ids: list[int], male_ids: list[int]) ->
 def _single_token_ids(model, words: list[str]) -> list[int]:
     ids = []
     for w in words:
-        pieces = _encode(model, w, "probe word")
+        pieces = encode(model, w, "probe word")
         if len(pieces) != 1:
             raise ValueError(f"{w!r} is {len(pieces)} tokens for this tokenizer; patching and steering read one "
                              "next-token distribution, so use single-token probe words here (word_logprobs "
@@ -63,11 +64,11 @@ def head_mediation(model, base_prompts: list[str], alt_prompts: list[str], batch
     female, male = pronoun_ids(model)
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     names = [f"blocks.{layer}.attn.hook_z" for layer in range(n_layers)]
-    base_ids = [_encode(model, p, "prompt") for p in base_prompts]
-    alt_ids = [_encode(model, p, "prompt") for p in alt_prompts]
+    base_ids = [encode(model, p, "prompt") for p in base_prompts]
+    alt_ids = [encode(model, p, "prompt") for p in alt_prompts]
     n = len(base_ids)
     alt_z, alt_y = None, torch.empty(n)
-    for batch, tokens in _batches(model, alt_ids, batch_size):
+    for batch, tokens in batches(model, alt_ids, batch_size):
         logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
         z = torch.stack([cache[name][:, -1] for name in names], 1)            # [b, layers, heads, d_head]
         if alt_z is None:
@@ -75,12 +76,12 @@ def head_mediation(model, base_prompts: list[str], alt_prompts: list[str], batch
         alt_z[batch] = z
         alt_y[batch] = _scores(logits, female, male).cpu()
     base_y, nie = torch.empty(n), torch.empty(n, n_layers, n_heads)
-    for batch, tokens in _batches(model, base_ids, batch_size):
+    for batch, tokens in batches(model, base_ids, batch_size):
         y0 = _scores(model(tokens), female, male).cpu()
         base_y[batch] = y0
         for layer in range(n_layers):
             for head in range(n_heads):
-                def paste(z, hook, layer=layer, head=head):
+                def paste(z, hook, layer=layer, head=head, batch=batch):
                     z = z.clone()
                     z[:, -1, head] = alt_z[batch, layer, head]
                     return z
@@ -122,9 +123,9 @@ def steer(model, prompts: list[str], direction: torch.Tensor, layer: int, alphas
         raise IndexError(f"layer {layer} is out of range: 0 (the embedding) .. {model.cfg.n_layers}")
     female, male = pronoun_ids(model)
     name = residual_hook(layer)
-    ids = [_encode(model, p, "prompt") for p in prompts]
+    ids = [encode(model, p, "prompt") for p in prompts]
     out = torch.empty(len(alphas), len(prompts))
-    for batch, tokens in _batches(model, ids, batch_size):
+    for batch, tokens in batches(model, ids, batch_size):
         for a, alpha in enumerate(alphas):
             def push(resid, hook, alpha=alpha):
                 resid = resid.clone()

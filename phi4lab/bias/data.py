@@ -34,8 +34,8 @@ import json
 import random
 from dataclasses import dataclass
 
-from ..integrity import check_sha256
-from ..loading import DATA_DIR
+from phi4lab.model.integrity import check_sha256
+from phi4lab.paths import DATA_DIR
 
 SLOT = "{occupation}"
 TEMPLATES_SHA256 = "33627b879d571e0c2c5255c626282fac90453b40f75922f1ee6af8b157d957d3"

@@ -27,39 +27,20 @@ from __future__ import annotations
 
 import torch
 
-from ..analysis.interventions import check_tokens
-from ..tokenizer import encode_text
-from . import data
-
-
-def _encode(model, text: str, what: str) -> list[int]:
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"the {what} {text!r} is empty: give some text")
-    return encode_text(model.tokenizer, text)
-
-
-def _batches(model, sequences: list[list[int]], batch_size: int):
-    """(indices, tokens): the sequences grouped by length (no padding, so positions stay exact), in batches,
-    each checked against the model's context and put on its device."""
-    groups: dict[int, list[int]] = {}
-    for i, s in enumerate(sequences):
-        groups.setdefault(len(s), []).append(i)
-    device = next(model.parameters()).device
-    for _, idx in sorted(groups.items()):
-        for k in range(0, len(idx), batch_size):
-            batch = idx[k:k + batch_size]
-            yield batch, check_tokens(model, torch.tensor([sequences[b] for b in batch], device=device))
+from phi4lab.bias import data
+from phi4lab.bias._batching import batches, encode
+from phi4lab.bias.stats import bootstrap, pearson
 
 
 @torch.no_grad()
 def word_logprobs(model, prompts: list[str], words: list[str], batch_size: int = 64) -> torch.Tensor:
     """[len(prompts), len(words)]: log p(word | prompt), summed over the word's tokens."""
-    prompt_ids = [_encode(model, p, "prompt") for p in prompts]
-    word_ids = [_encode(model, w, "probe word") for w in words]
+    prompt_ids = [encode(model, p, "prompt") for p in prompts]
+    word_ids = [encode(model, w, "probe word") for w in words]
     jobs = [(i, j, prompt_ids[i] + word_ids[j], len(prompt_ids[i]))
             for i in range(len(prompts)) for j in range(len(words))]
     out = torch.empty(len(prompts), len(words))
-    for batch, tokens in _batches(model, [seq for _, _, seq, _ in jobs], batch_size):
+    for batch, tokens in batches(model, [seq for _, _, seq, _ in jobs], batch_size):
         logp = model(tokens).float().log_softmax(-1)
         for row, b in enumerate(batch):
             i, j, seq, start = jobs[b]
@@ -91,29 +72,6 @@ def name_preference(model, occupations: list[str] | None = None, frames: list[st
     t = data.templates()
     occupations = data.occupations() if occupations is None else [data.occupation(o).name for o in occupations]
     return preference(model, frames or t["name_frames"], occupations, t["names"]["female"], t["names"]["male"])
-
-
-def bootstrap(values: torch.Tensor, statistic, n: int = 2000, seed: int = 0, level: float = 0.95):
-    """(estimate, low, high): `statistic` of values [..., k], with the last axis resampled n times.
-
-    The last axis holds the units we resample: frames for a mean preference,
-    occupations for a correlation, prompt pairs for a mediation share.
-    """
-    values = torch.as_tensor(values, dtype=torch.float64)
-    if values.shape[-1] < 2:
-        raise ValueError("the bootstrap needs at least 2 units (frames, occupations, pairs) to resample")
-    g = torch.Generator().manual_seed(seed)
-    picks = torch.randint(0, values.shape[-1], (n, values.shape[-1]), generator=g)
-    stats = torch.stack([torch.as_tensor(statistic(values[..., p]), dtype=torch.float64) for p in picks])
-    tail = (1 - level) / 2
-    low, high = torch.quantile(stats, torch.tensor([tail, 1 - tail], dtype=torch.float64), dim=0)
-    return torch.as_tensor(statistic(values), dtype=torch.float64), low, high
-
-
-def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
-    x, y = x - x.mean(), y - y.mean()
-    return (x * y).sum() / (x.norm() * y.norm())
 
 
 def correlation_with_bls(pref: torch.Tensor, occupations: list[str], n: int = 2000, seed: int = 0) -> dict:

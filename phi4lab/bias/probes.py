@@ -30,8 +30,8 @@ import random
 
 import torch
 
-from . import data
-from .preference import _batches, _encode
+from phi4lab.bias import data
+from phi4lab.bias._batching import batches, encode
 
 
 def residual_hook(layer: int) -> str:
@@ -43,11 +43,11 @@ def residual_hook(layer: int) -> str:
 def last_residuals(model, prompts: list[str], batch_size: int = 64) -> torch.Tensor:
     """[n_layers + 1, len(prompts), d_model]: the residual stream at each prompt's last token,
     before layer 0 (the embedding) and after every layer."""
-    ids = [_encode(model, p, "prompt") for p in prompts]
+    ids = [encode(model, p, "prompt") for p in prompts]
     n_layers = model.cfg.n_layers
     names = [residual_hook(layer) for layer in range(n_layers + 1)]
     out = torch.empty(n_layers + 1, len(prompts), model.cfg.d_model)
-    for batch, tokens in _batches(model, ids, batch_size):
+    for batch, tokens in batches(model, ids, batch_size):
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
         for k, name in enumerate(names):
             out[k, batch] = cache[name][:, -1].float().cpu()

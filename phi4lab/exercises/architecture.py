@@ -1,4 +1,4 @@
-"""Checks for course/01_architecture.ipynb: each piece of Phi-4, against phi4lab.architecture and Hugging Face."""
+"""Checks for course/01_architecture.ipynb: each piece of Phi-4, against phi4lab.scratch.architecture and Hugging Face."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from transformers.models.phi3 import modeling_phi3
 
-from phi4lab import architecture as A
-from phi4lab import config as C
 from phi4lab.exercises.checking import ExerciseFailure, check_function
-from phi4lab.loading import random_hf_model
+from phi4lab.model import config as C
+from phi4lab.model.loading import random_hf_model
+from phi4lab.scratch import architecture as A
 
 
 def _gen(seed):
@@ -198,7 +198,7 @@ def check_gated_mlp(fn):
 # ---- Exercise 8: the pre-norm block -----------------------------------------------------------
 
 def check_block(fn):
-    """fn(x, layer, cos, sin) with `layer` a phi4lab.architecture.Block whose pieces the learner calls."""
+    """fn(x, layer, cos, sin) with `layer` a phi4lab.scratch.architecture.Block whose pieces the learner calls."""
     cfg = C.scaled(d_model=64, n_layers=1)
     block = A.Block(cfg)
     g = _gen(7)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from phi4lab import config as phi4config
-from phi4lab.architecture import rotate_half
 from phi4lab.analysis import heads, planted
+from phi4lab.analysis.cache_plan import plan_cache
 from phi4lab.exercises.checking import ExerciseFailure, check_function
-from phi4lab.hooks import plan_cache
-
+from phi4lab.model import config as phi4config
+from phi4lab.scratch.architecture import rotate_half
 
 # ---- Exercise 1: what caching the attention patterns costs -----------------------------------
 

@@ -1,14 +1,14 @@
 """Checks for course/03_data_curation.ipynb: dedup, MinHash LSH and quality rules.
 
-References are phi4lab.data's own functions, or the formulas they rest on.
+References are phi4lab.recipes.corpus's own functions, or the formulas they rest on.
 """
 
 from __future__ import annotations
 
 import re
 
-from phi4lab import data
 from phi4lab.exercises.checking import check_function
+from phi4lab.recipes import corpus as data
 
 TEXTS = [
     "The Quality of  Mercy is NOT strained;\nit droppeth as the gentle rain.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from phi4lab.exercises.checking import ExerciseFailure, check_function
+from phi4lab.exercises.checking import check_function
 
 # ---- Exercise 1: what LoRA trains ---------------------------------------------------------------------------
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from phi4lab.architecture import rms_norm
 from phi4lab.exercises.checking import ExerciseFailure, check_function
-
+from phi4lab.model.bridge import final_norm
+from phi4lab.scratch.architecture import rms_norm
 
 # ---- Exercise 1: the logit lens by hand --------------------------------------------------------
 
@@ -39,7 +39,7 @@ def check_final_norm_logits(fn, model=None, cache=None):
     check_function(fn, _lens_ref, cases, name="final_norm_logits", mistakes=LENS_MISTAKES, rtol=1e-4, atol=1e-4)
     if model is not None:
         last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
-        norm = model.original_model.model.norm
+        norm = final_norm(model)
         mine = fn(cache[last], norm.weight.detach(), norm.variance_epsilon, model.W_U.detach())
         if not torch.allclose(mine, cache["unembed.hook_out"], atol=1e-3, rtol=1e-3):
             raise ExerciseFailure("final_norm_logits passes the unit cases but, on the last layer's residual "

@@ -7,7 +7,7 @@ import math
 import torch
 
 from phi4lab.exercises.checking import ExerciseFailure, check_function
-from phi4lab.precision import TRAINING_BYTES_PER_PARAMETER
+from phi4lab.training.precision import TRAINING_BYTES_PER_PARAMETER
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from phi4lab.exercises.checking import ExerciseFailure, check_function, diagnose
-from phi4lab.optim import lr_at
-from phi4lab.train import lm_loss
+from phi4lab.training.loop import lm_loss
+from phi4lab.training.optim import lr_at
 
 
 def _logit_cases():

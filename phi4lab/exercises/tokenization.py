@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 import re
 from collections import Counter
 
-from phi4lab import bpe
 from phi4lab.exercises.checking import ExerciseFailure, check_function
-from phi4lab.tokenizer import CHAT_TEMPLATES, phi4_tokenizer
+from phi4lab.model.tokenizer import phi4_tokenizer
+from phi4lab.scratch import bpe
 
 SAMPLES = ["aaabdaaabac", "hello hello world", "the cat sat on the mat", "ab", "a", "", "ééé 日本日本"]
 

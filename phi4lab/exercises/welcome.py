@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from phi4lab import config as C
 from phi4lab.exercises.checking import check_function
+from phi4lab.model import config as C
 
 
 def _configs():

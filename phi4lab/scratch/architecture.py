@@ -41,8 +41,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from . import config as phi4config
-
+from phi4lab.model import config as phi4config
+from phi4lab.model.bridge import hf_param_name, unwrap
 
 # ------------------------------------------------------------------ the pieces, as functions
 
@@ -223,11 +223,11 @@ class Phi4(nn.Module):
     @classmethod
     def from_hf(cls, hf_model) -> "Phi4":
         """Copy the weights of a Hugging Face Phi3ForCausalLM (or a phi4lab bridge around one)."""
-        hf_model = getattr(hf_model, "original_model", hf_model)
+        hf_model = unwrap(hf_model)
         model = cls(hf_model.config)
         state = {}
         for name, tensor in hf_model.state_dict().items():
-            name = name.replace("._original_component", "")        # names as seen through a bridge
+            name = hf_param_name(name)                               # names as seen through a bridge
             if name.startswith("model."):
                 name = name[len("model."):]
             state[name] = tensor

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+from phi4lab.model.bridge import hf_config, is_bridge
+
 LORA_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
 
 
@@ -41,12 +43,12 @@ def plain_copy(model):
     A bridge rewires the HF modules it wraps (for its hook points), so peft must
     be given a clean copy, never the bridge's own modules.
     """
-    if not hasattr(model, "original_model"):
+    if not is_bridge(model):
         return copy.deepcopy(model)
     from transformers import Phi3ForCausalLM
 
-    from .loading import hf_state_dict
-    cfg = copy.deepcopy(model.original_model.config)
+    from phi4lab.model.loading import hf_state_dict
+    cfg = copy.deepcopy(hf_config(model))
     cfg._attn_implementation = "eager"
     fresh = Phi3ForCausalLM(cfg)
     fresh.load_state_dict(hf_state_dict(model), strict=not cfg.tie_word_embeddings)
@@ -82,7 +84,7 @@ def trainable_parameters(model) -> tuple[int, int]:
 
 def lora_parameter_count(cfg, r: int, targets=LORA_TARGETS) -> int:
     """r x (in + out) for every targeted layer: what LoRA trains, from the config alone."""
-    from .config import head_dim
+    from phi4lab.model.config import head_dim
     d, hd = cfg.hidden_size, head_dim(cfg)
     shapes = {"qkv_proj": (d, (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * hd),
               "o_proj": (cfg.num_attention_heads * hd, d),
@@ -157,7 +159,7 @@ def text_stream(tokenizer, texts: list[str]) -> torch.Tensor:
 
 
 def window_batches(stream: torch.Tensor, batch_size: int = 16, seq_len: int = 64, seed: int = 0):
-    """get_batch(i) for phi4lab.train: random windows of the stream, a pure function of (seed, i)."""
+    """get_batch(i) for phi4lab.training.loop: random windows of the stream, a pure function of (seed, i)."""
     if len(stream) <= seq_len:
         raise ValueError(f"the stream has {len(stream)} tokens, fewer than one window of {seq_len}")
 
@@ -170,8 +172,8 @@ def window_batches(stream: torch.Tensor, batch_size: int = 16, seq_len: int = 64
 
 def adapt(model, get_batch, steps: int, method: str = "lora", lr: float | None = None, r: int = 8, alpha: int = 16,
           seed: int = 0, progress: bool = False):
-    """Fine-tune a copy of `model` with phi4lab.train: method "lora" (peft) or "full". Returns (model, history)."""
-    from .train import TrainConfig, train
+    """Fine-tune a copy of `model` with phi4lab.training.loop: method "lora" (peft) or "full". Returns (model, history)."""
+    from phi4lab.training.loop import TrainConfig, train
 
     if method == "lora":
         tuned = lora_model(model, r=r, alpha=alpha, seed=seed)

@@ -24,7 +24,7 @@ Three kinds of model load through it:
 that ships in `data/phi4-tiny/`.
 
 Tokenization follows Hugging Face's Phi-4 tokenizer: no BOS is prepended by
-default (`model.cfg.default_prepend_bos` is False). See phi4lab.tokenizer.
+default (`model.cfg.default_prepend_bos` is False). See phi4lab.model.tokenizer.
 """
 
 from __future__ import annotations
@@ -40,14 +40,13 @@ from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
 from transformers import Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
-from transformer_lens.model_bridge import TransformerBridge
 
-from phi4lab import config as phi4config
-from phi4lab.integrity import check_sha256
-from phi4lab.memory import preflight
-from phi4lab.tokenizer import VOCAB_SIZE, check_text, phi4_tokenizer
-
-DATA_DIR = Path(os.environ.get("PHI4LAB_DATA", Path(__file__).resolve().parents[1] / "data"))
+from phi4lab.model import config as phi4config
+from phi4lab.model.bridge import TransformerBridge, bridge, hf_state_dict, is_bridge, unwrap
+from phi4lab.model.integrity import check_sha256
+from phi4lab.model.memory import preflight
+from phi4lab.model.tokenizer import VOCAB_SIZE, phi4_tokenizer
+from phi4lab.paths import DATA_DIR
 
 HUB_PHI4 = "microsoft/phi-4"
 TINY = "phi4-tiny"
@@ -129,7 +128,7 @@ def _load(name_or_path, config, dtype, device, revision, seed, device_map, token
         for file, expected in TINY_SHA256.items():
             check_sha256(path / file, expected, CheckpointError, "the phi4-tiny that ships with phi4lab",
                          "restore data/phi4-tiny from git (git checkout -- data/phi4-tiny), or, if you rebuilt it on "
-                         "purpose, update TINY_SHA256 in phi4lab/loading.py")
+                         "purpose, update TINY_SHA256 in phi4lab/model/loading.py")
         return _load_local(path, dtype, device, device_map, tokenizer, memory_budget_bytes, label=TINY)
     if name == HUB_PHI4:
         return _load_hub(name, revision, dtype, device, device_map, memory_budget_bytes)
@@ -170,7 +169,7 @@ def _random_twin(cfg, seed, dtype, device, tokenizer, budget):
         advice="Use a smaller config (phi4lab.config.scaled(d_model=..., n_layers=...)).",
     )
     model = random_hf_model(cfg, seed).to(device=device, dtype=dtype)
-    return _bridge(model, tokenizer or _tokenizer_for(cfg, None), f"phi4lab-random-seed{seed}")
+    return bridge(model, tokenizer or _tokenizer_for(cfg, None), f"phi4lab-random-seed{seed}")
 
 
 # --------------------------------------------------------------------------------------
@@ -366,7 +365,7 @@ def _load_local(path, dtype, device, device_map, tokenizer, budget, label):
             hf_logging.enable_progress_bar()
     if device_map is None:
         model = model.to(device)
-    return _bridge(model, tokenizer, str(path))
+    return bridge(model, tokenizer, str(path))
 
 
 # --------------------------------------------------------------------------------------
@@ -421,29 +420,6 @@ def _load_hub(repo, revision, dtype, device, device_map, budget):
     return model
 
 
-def hf_state_dict(model: TransformerBridge) -> dict[str, torch.Tensor]:
-    """The Hugging Face `Phi3ForCausalLM` state dict of a bridged model.
-
-    The bridge wraps each HF module in place, so every tensor appears under several
-    names (`model.layers.0.self_attn._original_component.qkv_proj...`, `...attn.q...`).
-    Dropping the wrapper segments and keeping the names HF expects recovers the original.
-    """
-    with torch.device("meta"):
-        expected = Phi3ForCausalLM(model.original_model.config).state_dict()
-    found: dict[str, torch.Tensor] = {}
-    for key, tensor in model.original_model.state_dict().items():
-        clean = key.replace("._original_component", "")
-        if clean in expected:
-            found.setdefault(clean, tensor)
-    if model.original_model.config.tie_word_embeddings:
-        expected.pop("lm_head.weight", None)
-        found.pop("lm_head.weight", None)
-    missing = set(expected) - set(found)
-    if missing:
-        raise RuntimeError(f"could not recover HF tensors {sorted(missing)[:3]} from the bridge")
-    return found
-
-
 def save(model, path: str | os.PathLike, tokenizer: PreTrainedTokenizerFast | None = None) -> Path:
     """Save a model as a Hugging Face checkpoint folder.
 
@@ -456,11 +432,10 @@ def save(model, path: str | os.PathLike, tokenizer: PreTrainedTokenizerFast | No
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    hf = getattr(model, "original_model", None)
-    state = hf_state_dict(model) if hf is not None else model.state_dict()
+    state = hf_state_dict(model) if is_bridge(model) else model.state_dict()
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
-    (hf if hf is not None else model).config.save_pretrained(path)
+    unwrap(model).config.save_pretrained(path)
     tokenizer = tokenizer or getattr(model, "tokenizer", None)
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
@@ -475,13 +450,13 @@ def save(model, path: str | os.PathLike, tokenizer: PreTrainedTokenizerFast | No
 def wrap(model, tokenizer: PreTrainedTokenizerFast | None = None, name: str = "phi4lab-model") -> TransformerBridge:
     """A TransformerBridge (hooks, run_with_cache) around a Hugging Face Phi-3-architecture model you hold.
 
-    For a model you fine-tuned or merged yourself (phi4lab.finetune returns plain
+    For a model you fine-tuned or merged yourself (phi4lab.training.finetune returns plain
     Hugging Face models). The bridge rewires the modules it wraps for its hook
     points, so keep using the bridge, not the model, afterwards. A peft model is
-    refused: merge it first (phi4lab.finetune.merged).
+    refused: merge it first (phi4lab.training.finetune.merged).
     """
     if hasattr(model, "peft_config"):
-        raise TypeError("this is a peft model: wrap phi4lab.finetune.merged(model), the adapter added into a "
+        raise TypeError("this is a peft model: wrap phi4lab.training.finetune.merged(model), the adapter added into a "
                         "plain copy of the weights")
     if not isinstance(model, Phi3ForCausalLM):
         raise TypeError(f"wrap takes a Hugging Face Phi3ForCausalLM, got {type(model).__name__}")
@@ -491,46 +466,4 @@ def wrap(model, tokenizer: PreTrainedTokenizerFast | None = None, name: str = "p
                              f"{VOCAB_SIZE:,}: pass its tokenizer (for phi4-tiny, model.tokenizer of the "
                              "bridge you started from)")
         tokenizer = phi4_tokenizer()
-    return _bridge(model.eval(), tokenizer, name)
-
-
-def _bridge(model: Phi3ForCausalLM, tokenizer: PreTrainedTokenizerFast, name: str) -> TransformerBridge:
-    # TransformerLens wants a tokenizer that was created with add_bos_token=True and,
-    # if it wasn't, reloads one from disk by name. Our tokenizer is built in memory and,
-    # like Phi-4's, adds no BOS; so we tell TL it is BOS-aware for the boot, then record
-    # the truth: TL detects that it does not prepend BOS, and we make "no BOS" the default.
-    tokenizer.init_kwargs.setdefault("name_or_path", name)
-    missing = object()
-    before = tokenizer.init_kwargs.get("add_bos_token", missing)
-    tokenizer.init_kwargs["add_bos_token"] = True
-    try:
-        bridge = TransformerBridge.boot_transformers(name, hf_model=model, tokenizer=tokenizer)
-    finally:
-        if before is missing:
-            tokenizer.init_kwargs.pop("add_bos_token", None)
-        else:
-            tokenizer.init_kwargs["add_bos_token"] = before
-    bridge.cfg.default_prepend_bos = False
-    bridge.to_tokens = _TextRuleToTokens(bridge)
-    bridge.revision = None                 # the hub commit, for models loaded from the hub
-    bridge.eval()
-    return bridge
-
-
-class _TextRuleToTokens:
-    """The bridge's ``to_tokens`` (and so ``to_str_tokens``), with phi4lab's text rule applied first.
-
-    TransformerLens' own method hands the text straight to the tokenizer, whose error
-    for a lone surrogate names neither the character nor a fix. Everything else is
-    TransformerLens' behaviour, unchanged. (An object holding the bridge rather than
-    a closure, so that ``copy.deepcopy(model)`` gives a copy that tokenizes for itself.)
-    """
-
-    def __init__(self, bridge):
-        self.bridge = bridge
-        self.__doc__ = type(bridge).to_tokens.__doc__
-
-    def __call__(self, input, *args, **kwargs):
-        for text in [input] if isinstance(input, str) else input if isinstance(input, (list, tuple)) else []:
-            check_text(text, "to_tokens' input")
-        return type(self.bridge).to_tokens(self.bridge, input, *args, **kwargs)
+    return bridge(model.eval(), tokenizer, name)

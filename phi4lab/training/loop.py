@@ -4,7 +4,7 @@ One step of language-model training is four lines: predict every next token,
 measure the cross-entropy, back-propagate, update. Everything else in this file
 serves those four lines:
 
-- **The learning-rate schedule** (phi4lab.optim.lr_at): warm up linearly, then
+- **The learning-rate schedule** (phi4lab.training.optim.lr_at): warm up linearly, then
   decay. Phi-4 used linear warm-up and decay to a peak of 3e-4.
 - **Gradient clipping**: if the gradient's global norm exceeds a bound, scale
   it down, so one bad batch cannot throw the weights far away.
@@ -42,8 +42,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .memory import preflight
-from .optim import lr_at, make_optimizer
+from phi4lab.model.bridge import logits_of
+from phi4lab.model.memory import preflight
+from phi4lab.training.optim import lr_at, make_optimizer
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -68,12 +69,6 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     extra: dict = field(default_factory=dict)  # anything the caller wants recorded in the log
-
-
-def logits_of(model, tokens: torch.Tensor) -> torch.Tensor:
-    """Logits from a TransformerLens bridge (returns a tensor) or a Hugging Face model (returns .logits)."""
-    out = model(tokens)
-    return out if torch.is_tensor(out) else out.logits
 
 
 def next_token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -147,7 +142,7 @@ def save_checkpoint(out_dir: str | os.PathLike, model, optimizer, step: int, his
     """
     from safetensors.torch import save_file
 
-    from .integrity import sha256_file
+    from phi4lab.model.integrity import sha256_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -205,7 +200,7 @@ def _complete_step(folder: Path) -> int | None:
 
 def _verify(folder: Path) -> None:
     """Raise CheckpointCorruptError naming the first file that is missing or differs from checksums.json."""
-    from .integrity import sha256_file
+    from phi4lab.model.integrity import sha256_file
     try:
         sums = json.loads((folder / "checksums.json").read_text())["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -526,39 +521,3 @@ def perplexity(model, tokens: torch.Tensor, max_length: int = 256, stride: int |
             break
     model.train(was_training)
     return dict(loss=nll / count, ppl=math.exp(nll / count), tokens=count)
-
-
-class LiveLossPlot:
-    """A training callback that redraws a loss curve in a notebook as records arrive.
-
-    Pass it as ``train(..., callback=LiveLossPlot())``. It draws with
-    matplotlib into one display slot that it updates in place, so it shows up
-    in JupyterLab, in exported notebooks and in a terminal-less CI run alike.
-    """
-
-    def __init__(self, every: int = 1, keys: tuple[str, ...] = ("loss",), title: str = "training loss"):
-        self.every, self.keys, self.title = every, keys, title
-        self.records: list[dict] = []
-        self._handle = None
-
-    def __call__(self, record: dict) -> None:
-        self.records.append(record)
-        if len(self.records) % self.every:
-            return
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-
-        fig, ax = plt.subplots(figsize=(6, 3))
-        for key in self.keys:
-            points = [(r["step"], r[key]) for r in self.records if key in r]
-            if points:
-                ax.plot(*zip(*points), label=key, marker="." if len(points) < 30 else None)
-        ax.set_xlabel("step")
-        ax.set_title(self.title)
-        ax.legend()
-        fig.tight_layout()
-        if self._handle is None:
-            self._handle = display(fig, display_id=True)
-        else:
-            self._handle.update(fig)
-        plt.close(fig)

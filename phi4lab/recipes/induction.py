@@ -15,7 +15,7 @@ setting) with learned positions, trained on random tokens in which a
 one. The only way to predict the second copy is to find the first one.
 
 ``induction_accuracy`` is next-token accuracy inside the second copy
-(chance is 1/64). Run ``python -m phi4lab.induction`` to regenerate
+(chance is 1/64). Run ``python -m phi4lab.recipes.induction`` to regenerate
 ``data/induction_runs.json``, the curves notebook 04 plots.
 """
 
@@ -78,7 +78,7 @@ def copy_task_batch(batch: int, g: torch.Generator) -> tuple[torch.Tensor, torch
 @torch.no_grad()
 def best_induction_head(model: nn.Module, seed: int = 0) -> tuple[str, float]:
     """phi4lab's induction detector on this model: 25 random tokens, repeated twice."""
-    from .analysis import heads
+    from phi4lab.analysis import heads
     tokens = heads.random_repeated_tokens(25, 2, 16, vocab=VOCAB, seed=seed)
     _, patterns = model(tokens, return_patterns=True)
     scores = heads.induction_scores(torch.stack(patterns), 25)
@@ -124,7 +124,7 @@ def run(n_layers: int, steps: int = 6000, seed: int = 0, eval_every: int = 250, 
 def main(out: str = "data/induction_runs.json", steps: int = 6000) -> None:
     runs = {f"{n}-layer": run(n, steps) for n in (2, 1)}
     runs["meta"] = dict(steps=steps, torch=torch.__version__, threads=torch.get_num_threads(),
-                        recipe="phi4lab.induction.run(n_layers, steps, seed=0)")
+                        recipe="phi4lab.recipes.induction.run(n_layers, steps, seed=0)")
     Path(out).write_text(json.dumps(runs, indent=1))
     for name in ("2-layer", "1-layer"):
         print(name, runs[name][-1])

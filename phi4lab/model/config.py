@@ -27,7 +27,7 @@ from transformers import Phi3Config
 
 # Verbatim fields of microsoft/phi-4's config.json (first Hub upload, transformers 4.47).
 # bos = eos = pad = 100257 there; the *tokenizer* later moved EOS to <|im_end|> and PAD
-# to <|dummy_85|> (see phi4lab.tokenizer).
+# to <|dummy_85|> (see phi4lab.model.tokenizer).
 PHI4_CONFIG_JSON = {
     "architectures": ["Phi3ForCausalLM"],
     "attention_bias": False,

@@ -44,8 +44,7 @@ from collections import Counter, defaultdict
 
 import regex
 
-from .tokenizer import CL100K_PATTERN
-
+from phi4lab.model.tokenizer import CL100K_PATTERN
 
 # ---------------------------------------------------------------- the two primitives
 
@@ -76,7 +75,7 @@ def merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
 # then merged tokens in the order they were learned. With this rule our merges match the
 # Rust trainer's one for one (benchmarks/bpe_train.py checks it).
 def _byte_order() -> list[int]:
-    from .tokenizer import bytes_to_unicode
+    from phi4lab.model.tokenizer import bytes_to_unicode
     table = bytes_to_unicode()
     order = sorted(range(256), key=lambda b: table[b])
     position = [0] * 256
@@ -193,7 +192,7 @@ class BPE:
         if self.whole_tokens is not None and chunk in self.whole_tokens:
             return [self.whole_tokens[chunk]]
         ids = [self.byte_ids[b] for b in chunk]
-        for _, _, ids in self._merge_steps(ids):
+        for _, _, ids in self._merge_steps(ids):  # noqa: B007, B020  (the generator yields the ids after each merge)
             pass                                      # keep only the final ids
         if len(self._cache) < 100_000:
             self._cache[chunk] = ids
@@ -249,7 +248,7 @@ class BPE:
         """
         ids = [self.byte_ids[b] for b in word.encode("utf-8", "surrogatepass")]
         steps = [dict(step=0, merged=None, new_id=None, pieces=[self.vocab[i] for i in ids])]
-        for pair, new_id, ids in self._merge_steps(ids):
+        for pair, new_id, ids in self._merge_steps(ids):  # noqa: B020  (each merge yields the new ids)
             steps.append(dict(step=len(steps), merged=(self.vocab[pair[0]], self.vocab[pair[1]]),
                               new_id=new_id, pieces=[self.vocab[i] for i in ids]))
         return steps

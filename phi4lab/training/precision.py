@@ -42,6 +42,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from phi4lab.model.bridge import hf_config
+
 FORMATS = [torch.float32, torch.bfloat16, torch.float16]
 for _name in ("float8_e4m3fn", "float8_e5m2"):            # fp8, where this torch has it
     if hasattr(torch, _name):
@@ -122,7 +124,7 @@ def autocast(dtype: torch.dtype, device: str = "cpu"):
 def _same_shape(a, b) -> bool:
     keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
             "intermediate_size", "vocab_size")
-    ca, cb = a.original_model.config, b.original_model.config
+    ca, cb = hf_config(a), hf_config(b)
     return all(getattr(ca, k) == getattr(cb, k) for k in keys)
 
 
@@ -139,7 +141,7 @@ def drift(reference, other, tokens: torch.Tensor) -> dict:
     if not _same_shape(reference, other):
         raise ValueError("drift compares one model in two precisions: these two models have different "
                          "configs (layers, widths, heads or vocabulary differ)")
-    from .analysis.interventions import check_tokens
+    from phi4lab.model.guards import check_tokens
     tokens = check_tokens(reference, tokens)
 
     def wanted(name):
@@ -184,7 +186,8 @@ def scaler_trace(model, batches, steps: int, overflow_steps=(), lr: float = 1e-3
     gradients, skips the update and halves the scale; after `growth_interval`
     clean steps it doubles the scale again.
     """
-    from .train import lm_loss, logits_of
+    from phi4lab.model.bridge import logits_of
+    from phi4lab.training.loop import lm_loss
     device = next(model.parameters()).device.type
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     scaler = torch.amp.GradScaler(device, init_scale=init_scale, growth_interval=growth_interval)

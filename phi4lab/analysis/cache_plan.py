@@ -28,8 +28,9 @@ from dataclasses import dataclass
 
 import torch
 
-from . import config as phi4config
-from .memory import human_bytes, preflight
+from phi4lab.model import config as phi4config
+from phi4lab.model.bridge import unwrap
+from phi4lab.model.memory import human_bytes, preflight
 
 # The probe's sizes, each distinct so that a shape can be read back symbolically.
 PROBE = dict(batch=2, seq=11, n_heads=9, n_kv_heads=3, d_head=4, d_model=36, d_mlp=126, d_vocab=97)
@@ -45,14 +46,15 @@ def _sizes(cfg, seq: int, batch: int) -> dict[str, int]:
 @functools.lru_cache(maxsize=4)
 def _probe(dtype: torch.dtype):
     """Run the probe twin once per dtype: {generic name: (symbolic shape, element bytes, storage id)}."""
-    from .loading import _bridge, random_hf_model
-    from .tokenizer import phi4_tokenizer
+    from phi4lab.model.bridge import bridge
+    from phi4lab.model.loading import random_hf_model
+    from phi4lab.model.tokenizer import phi4_tokenizer
 
     cfg = phi4config.scaled(d_model=PROBE["d_model"], n_layers=2, num_attention_heads=PROBE["n_heads"],
                             num_key_value_heads=PROBE["n_kv_heads"], vocab_size=PROBE["d_vocab"])
     cfg.intermediate_size = PROBE["d_mlp"]
     with torch.random.fork_rng(devices=[]):
-        model = _bridge(random_hf_model(cfg).to(dtype), phi4_tokenizer(), "phi4lab-cache-probe")
+        model = bridge(random_hf_model(cfg).to(dtype), phi4_tokenizer(), "phi4lab-cache-probe")
         tokens = torch.randint(0, PROBE["d_vocab"], (PROBE["batch"], PROBE["seq"]))
         with torch.no_grad():
             _, cache = model.run_with_cache(tokens)
@@ -143,7 +145,7 @@ class CachePlan:
 def _config_of(model_or_config):
     if hasattr(model_or_config, "num_hidden_layers"):
         return model_or_config, torch.float32
-    model = getattr(model_or_config, "original_model", model_or_config)
+    model = unwrap(model_or_config)
     return model.config, next(model.parameters()).dtype
 
 

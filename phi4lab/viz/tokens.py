@@ -35,7 +35,14 @@ from dataclasses import dataclass, field
 
 import regex
 
-from .tokenizer import bytes_to_unicode, chat_pieces, check_text, encode_chat, encode_text, replace_lone_surrogates
+from phi4lab.model.tokenizer import (
+    bytes_to_unicode,
+    chat_pieces,
+    check_text,
+    encode_chat,
+    encode_text,
+    replace_lone_surrogates,
+)
 
 MAX_CHARS = 20_000
 PALETTE = ["#fde2e4", "#e2ece9", "#dfe7fd", "#fff1c1", "#e8dff5", "#d7f0db", "#fce1c8", "#dbeffa"]
@@ -84,8 +91,8 @@ class Tok:
         return cls("bytes", lambda t, a: list(t.encode("utf-8")), lambda i: bytes([i]), 256)
 
     @classmethod
-    def bpe(cls, model, name: str = "phi4lab.bpe") -> "Tok":
-        """A phi4lab.bpe.BPE tokenizer."""
+    def bpe(cls, model, name: str = "phi4lab.scratch.bpe") -> "Tok":
+        """A phi4lab.scratch.bpe.BPE tokenizer."""
         inverse = {i: s for s, i in model.special_tokens.items()}
         return cls(name, lambda t, a: model.encode(t, allowed_special="all" if a else "none"),
                    lambda i: inverse[i].encode() if i in inverse else model.vocab[i], len(model),
@@ -93,7 +100,7 @@ class Tok:
 
 
 def phi4() -> Tok:
-    from .tokenizer import phi4_tokenizer
+    from phi4lab.model.tokenizer import phi4_tokenizer
     return Tok.hf(phi4_tokenizer(), "Phi-4 (cl100k)")
 
 
@@ -134,7 +141,7 @@ class Tokenized:
 
 
 def clean(text: str) -> tuple[str, list[str]]:
-    """The text rule of phi4lab.tokenizer, repaired rather than refused: lone surrogates become U+FFFD, with a notice."""
+    """The text rule of phi4lab.model.tokenizer, repaired rather than refused: lone surrogates become U+FFFD, with a notice."""
     check_text("" if isinstance(text, str) else text)      # a non-str is still a TypeError
     fixed, n = replace_lone_surrogates(text)      # surrogate pairs are joined into their character silently
     if not n:
@@ -317,7 +324,7 @@ ROLE_COLOURS = {"system": "#8e44ad", "user": "#2471a3", "assistant": "#1e8449"}
 def chat_view(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> tuple[str, str]:
     """Render a conversation with the tokenizer's chat template; role spans underlined, specials boxed.
 
-    The ids shown are phi4lab.tokenizer.encode_chat's: the template's special tokens
+    The ids shown are phi4lab.model.tokenizer.encode_chat's: the template's special tokens
     are specials, and what each message *typed* stays text, even "<|im_end|>".
     A notice names each message that types a special-token string, which
     ``apply_chat_template(..., tokenize=True)`` would turn into a control token.
@@ -370,9 +377,10 @@ def attach_model(t: Tokenized, model) -> Tokenized:
     """
     import torch
 
-    from .hooks import check_forward_fits
-    from .memory import InsufficientMemoryError
-    from .train import logits_of, next_token_losses
+    from phi4lab.analysis.cache_plan import check_forward_fits
+    from phi4lab.model.bridge import logits_of
+    from phi4lab.model.memory import InsufficientMemoryError
+    from phi4lab.training.loop import next_token_losses
 
     ids = [i for s in t.spans for i in s.ids]
     if not ids:

@@ -3,7 +3,7 @@
 The recipe, end to end (``phi4lab build-tiny`` runs it in fp32 on an idle 2-core
 CPU; see ``wall_seconds`` in data/phi4-tiny/metrics.json for the measured time):
 
-1. Curate the corpus (phi4lab.data): Shakespeare and Python's standard library.
+1. Curate the corpus (phi4lab.recipes.corpus): Shakespeare and Python's standard library.
 2. Train a byte-level BPE tokenizer on it with Hugging Face ``tokenizers``,
    with Phi-4's pre-tokenization regex and byte alphabet, 4,096 ids, and
    Phi-4's chat specials at the end of the vocabulary (as in Phi-4, where
@@ -30,7 +30,7 @@ CPU; see ``wall_seconds`` in data/phi4-tiny/metrics.json for the measured time):
    1,100; untied, it was still 7.7. In the shipped build the best induction
    score went from 0.05 at step 750 to 0.99 at step 1,250 of the warm-up, and
    stayed above 0.95 through the mixture phase (data/phi4-tiny/training_log.json).
-5. Train (phi4lab.train) a Phi-4-shaped model: 4 layers, 8 query heads over 2
+5. Train (phi4lab.training.loop) a Phi-4-shaped model: 4 layers, 8 query heads over 2
    KV heads, RoPE theta 250,000, RMSNorm, gated SiLU MLP at 3.5x, untied
    embeddings, context 512 (trained on 256-token rows).
 6. Measure what formed with phi4lab's own head detectors, and per-domain
@@ -48,9 +48,9 @@ from pathlib import Path
 
 import torch
 
-from . import config as phi4config
-from . import data as corpus_data
-from .tokenizer import BOS, CHAT_TEMPLATES, EOS, HF_PATTERN, PAD
+from phi4lab.model import config as phi4config
+from phi4lab.model.tokenizer import BOS, CHAT_TEMPLATES, EOS, HF_PATTERN, PAD
+from phi4lab.recipes import corpus as corpus_data
 
 TINY_VOCAB = 4096
 # Phi-4's named specials that a chat model needs, and its fixed PAD token.
@@ -125,7 +125,7 @@ def synthetic_row(g: torch.Generator, seq_len: int, n_ordinary: int) -> torch.Te
 
 
 class MixtureSampler:
-    """get_batch(i) for phi4lab.train: a pure function of i, so resumed runs see the same data."""
+    """get_batch(i) for phi4lab.training.loop: a pure function of i, so resumed runs see the same data."""
 
     def __init__(self, streams: dict[str, torch.Tensor], n_ordinary: int, batch_size: int = 16,
                  seq_len: int = SEQ_LEN, mixture: dict[str, float] = MIXTURE, seed: int = 0):
@@ -164,7 +164,7 @@ class MixtureSampler:
 
 def measure_heads(model, n_ordinary: int, seed: int = 0, natural: torch.Tensor | None = None) -> dict:
     """Best induction and previous-token heads, measured with phi4lab.analysis."""
-    from .analysis import heads
+    from phi4lab.analysis import heads
     period = 25
     rep = heads.random_repeated_tokens(period, 2, 8, vocab=n_ordinary, seed=seed)
     pat = heads.attention_patterns(model, rep)
@@ -194,11 +194,11 @@ def build(out_dir: str | os.PathLike, steps: int = 2000, batch_size: int = 16, l
           warmup_steps: int = WARMUP["steps"]) -> dict:
     """Run the recipe and write phi4-tiny to out_dir. Returns the final metrics.
 
-    Two calls of phi4lab.train, each with its own checkpoint folder under
+    Two calls of phi4lab.training.loop, each with its own checkpoint folder under
     work_dir, so an interrupted build resumes in whichever phase it stopped.
     """
-    from .loading import random_hf_model, save
-    from .train import TrainConfig, perplexity, train
+    from phi4lab.model.loading import random_hf_model, save
+    from phi4lab.training.loop import TrainConfig, perplexity, train
 
     t_start = time.time()
     out_dir = Path(out_dir)
