@@ -30,6 +30,7 @@ import torch
 import phi4lab
 from phi4lab.recipes import corpus as data
 from phi4lab.viz import attention as viz
+from phi4lab.viz import png
 
 
 def tiny_patterns(n: int = 512):
@@ -62,7 +63,7 @@ def max_error_from_page(page: str, patterns: torch.Tensor) -> float:
     assert len(pngs) == patterns.shape[1], f"{len(pngs)} images for {patterns.shape[1]} heads"
     err = 0.0
     for h, b64 in enumerate(pngs):
-        back = viz.dequantise(viz.decode_png(base64.b64decode(b64)))
+        back = png.dequantise(png.decode_png(base64.b64decode(b64)))
         err = max(err, (back - patterns[0, h]).abs().max().item())
     return err
 

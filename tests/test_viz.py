@@ -9,7 +9,9 @@ import torch
 
 matplotlib.use("Agg")
 
+from phi4lab.analysis import heads  # noqa: E402
 from phi4lab.viz import attention as viz  # noqa: E402
+from phi4lab.viz import png  # noqa: E402
 
 
 def causal_softmax(L=2, H=8, T=12, scale=3.0, seed=0):
@@ -24,18 +26,18 @@ def pngs(page: str) -> list[bytes]:
 
 def test_quantisation_error_is_within_half_a_level_and_the_mask_is_its_own_code():
     p = causal_softmax(1, 1, 40)[0, 0]
-    codes = viz.quantise(p)
-    assert (codes[torch.ones(40, 40, dtype=torch.bool).triu(1)] == viz.MASKED).all()
-    assert (codes[torch.ones(40, 40, dtype=torch.bool).tril()] <= viz.LEVELS).all()
-    assert (viz.dequantise(codes) - p).abs().max() <= 0.5 / viz.LEVELS + 1e-7
+    codes = png.quantise(p)
+    assert (codes[torch.ones(40, 40, dtype=torch.bool).triu(1)] == png.MASKED).all()
+    assert (codes[torch.ones(40, 40, dtype=torch.bool).tril()] <= png.LEVELS).all()
+    assert (png.dequantise(codes) - p).abs().max() <= 0.5 / png.LEVELS + 1e-7
 
 
 def test_palette_colours_are_unique_so_hover_can_read_weights_back():
     for contrast in ("sqrt", "linear"):
-        colours = viz.palette(contrast)
+        colours = png.palette(contrast)
         assert len(colours) == 256 and len(set(colours)) == 256
     with pytest.raises(ValueError, match="contrast"):
-        viz.palette("log")
+        png.palette("log")
 
 
 def test_the_page_holds_every_head_and_its_weights_read_back_within_1_over_255():
@@ -44,7 +46,7 @@ def test_the_page_holds_every_head_and_its_weights_read_back_within_1_over_255()
     images = pngs(view.html())
     assert len(images) == 8
     for h, data in enumerate(images):
-        back = viz.dequantise(viz.decode_png(data))
+        back = png.dequantise(png.decode_png(data))
         assert (back - p[1, h]).abs().max() <= 1 / 255
 
 
@@ -72,7 +74,7 @@ def test_gqa_grouping_frames_each_kv_group_and_measures_divergence():
     p[0, 2] = eye                                      # group 1: one head looks at itself...
     p[0, 3] = 0
     p[0, 3, :, 0] = 1                                  # ...the other at the first token
-    div = viz.kv_group_divergence(p, 2)
+    div = heads.kv_group_divergence(p, 2)
     assert div[0, 0] == pytest.approx(0.0, abs=1e-6)
     # rows differ everywhere except query 0 (both look at token 0): 1 bit on T-1 of T rows
     assert div[0, 1] == pytest.approx((T - 1) / T, abs=1e-5)

@@ -30,6 +30,8 @@ share K and V sit together.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from phi4lab.model.bridge import is_bridge
@@ -46,8 +48,7 @@ def attention_patterns(model, tokens: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         if is_bridge(model):
             _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("attn.hook_pattern"))
-            names = sorted((k for k in cache.keys()), key=lambda k: int(k.split(".")[1]))
-            return torch.stack([cache[k] for k in names])
+            return cache.stack_activation("pattern")          # TransformerLens' ActivationCache, layer 0 first
         impl = getattr(model.config, "_attn_implementation", "eager")
         if impl != "eager":
             raise ValueError(f"attention weights need attn_implementation='eager', this model uses {impl!r}")
@@ -116,3 +117,41 @@ def top_heads(scores: torch.Tensor, k: int = 3) -> list[tuple[int, int, float]]:
     idx = flat.argsort(descending=True)[:k]
     H = scores.shape[1]
     return [(int(i) // H, int(i) % H, float(flat[i])) for i in idx]
+
+
+# ---- grouped-query attention
+
+def kv_group_divergence(patterns: torch.Tensor, n_kv_heads: int) -> torch.Tensor:
+    """How differently the query heads that share a K/V head look: [n_layers, n_kv_heads], in bits.
+
+    patterns: [n_layers, n_heads, query, key] for one prompt (or [n_layers, 1, n_heads, query, key]).
+
+    For each pair of heads in a group, the Jensen-Shannon divergence between
+    their attention rows, averaged over query positions and pairs. 0: the
+    heads attend identically; 1: they never attend to the same tokens.
+    """
+    p = torch.as_tensor(patterns).detach().float().cpu()
+    if p.ndim == 5 and p.shape[1] == 1:
+        p = p[:, 0]
+    if p.ndim != 4:
+        raise ValueError(f"expected patterns [layers, heads, query, key], got {tuple(p.shape)}; "
+                         "phi4lab.viz.attention.patterns_from(model, tokens) gives them")
+    L, H, Q, K = p.shape
+    if n_kv_heads < 1 or H % n_kv_heads:
+        raise ValueError(f"{H} query heads cannot share {n_kv_heads} key/value heads evenly")
+    per = H // n_kv_heads
+    if per == 1:
+        return torch.zeros(L, n_kv_heads)
+    groups = p.reshape(L, n_kv_heads, per, Q, K).clamp_min(0)
+
+    def entropy_bits(x):                       # xlogy: 0 * log 0 = 0, no clamping needed
+        return -torch.special.xlogy(x, x).sum(-1) / torch.log(torch.tensor(2.0))
+
+    # JS(a, b) = H((a + b) / 2) - (H(a) + H(b)) / 2; each head's own entropy is computed once.
+    own = entropy_bits(groups)                                 # [L, G, per, Q]
+    out = torch.zeros(L, n_kv_heads)
+    pairs = list(itertools.combinations(range(per), 2))
+    for a, b in pairs:
+        mixed = entropy_bits((groups[:, :, a] + groups[:, :, b]) / 2)
+        out += (mixed - (own[:, :, a] + own[:, :, b]) / 2).mean(-1)
+    return out / len(pairs)

@@ -20,6 +20,7 @@ error instead of an index error deep inside the model.
 from __future__ import annotations
 
 import torch
+from transformer_lens.utilities import get_act_name
 
 from phi4lab.model.guards import check_head, check_hook, check_tokens
 
@@ -43,7 +44,7 @@ def ablate_heads(model, tokens, heads: list[tuple[int, int]], kind: str = "zero"
             return z
         return hook
 
-    fwd_hooks = [(f"blocks.{layer}.attn.hook_z", make_hook(hs)) for layer, hs in by_layer.items()]
+    fwd_hooks = [(get_act_name("z", layer), make_hook(hs)) for layer, hs in by_layer.items()]
     return model.run_with_hooks(tokens, fwd_hooks=fwd_hooks)
 
 

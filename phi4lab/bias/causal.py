@@ -24,16 +24,18 @@ means. If the preference follows alpha, the direction is one the model reads.
 from __future__ import annotations
 
 import torch
+from transformer_lens.utilities import get_act_name
 
 from phi4lab.bias import data
 from phi4lab.bias._batching import batches, encode
+from phi4lab.bias.preference import class_log_ratio
 from phi4lab.bias.probes import residual_hook
 from phi4lab.bias.stats import bootstrap
 
 
 def _scores(logits: torch.Tensor, female_ids: list[int], male_ids: list[int]) -> torch.Tensor:
     logp = logits[:, -1].float().log_softmax(-1)
-    return logp[:, female_ids].logsumexp(-1) - logp[:, male_ids].logsumexp(-1)
+    return class_log_ratio(logp[:, female_ids], logp[:, male_ids])
 
 
 def _single_token_ids(model, words: list[str]) -> list[int]:
@@ -63,7 +65,7 @@ def head_mediation(model, base_prompts: list[str], alt_prompts: list[str], batch
         raise ValueError("give as many base prompts as alternative prompts (and at least one pair)")
     female, male = pronoun_ids(model)
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    names = [f"blocks.{layer}.attn.hook_z" for layer in range(n_layers)]
+    names = [get_act_name("z", layer) for layer in range(n_layers)]
     base_ids = [encode(model, p, "prompt") for p in base_prompts]
     alt_ids = [encode(model, p, "prompt") for p in alt_prompts]
     n = len(base_ids)

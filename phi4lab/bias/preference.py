@@ -51,11 +51,16 @@ def word_logprobs(model, prompts: list[str], words: list[str], batch_size: int =
     return out
 
 
+def class_log_ratio(female_logprobs: torch.Tensor, male_logprobs: torch.Tensor) -> torch.Tensor:
+    """y = log p(female class) - log p(male class), each class's words' log-probs [..., words] summed as probabilities."""
+    return female_logprobs.logsumexp(-1) - male_logprobs.logsumexp(-1)
+
+
 def preference(model, frames: list[str], fillers: list[str], female: list[str], male: list[str]) -> torch.Tensor:
     """[len(fillers), len(frames)]: y = log p(female words) - log p(male words) after each filled frame."""
     prompts = [data.fill(f, x) for x in fillers for f in frames]
     lp = word_logprobs(model, prompts, list(female) + list(male))
-    y = lp[:, :len(female)].logsumexp(-1) - lp[:, len(female):].logsumexp(-1)
+    y = class_log_ratio(lp[:, :len(female)], lp[:, len(female):])
     return y.view(len(fillers), len(frames))
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import random
 
 import torch
+from transformer_lens.utilities import get_act_name
 
 from phi4lab.bias import data
 from phi4lab.bias._batching import batches, encode
@@ -36,7 +37,7 @@ from phi4lab.bias._batching import batches, encode
 
 def residual_hook(layer: int) -> str:
     """The hook point of residual layer `layer`: 0 is the embedding (before block 0), k the output of block k - 1."""
-    return "blocks.0.hook_resid_pre" if layer == 0 else f"blocks.{layer - 1}.hook_resid_post"
+    return get_act_name("resid_pre", 0) if layer == 0 else get_act_name("resid_post", layer - 1)
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from transformer_lens.utilities import get_act_name
 
 from phi4lab.exercises.checking import ExerciseFailure, check_function
 from phi4lab.model.bridge import final_norm
@@ -38,7 +39,7 @@ def check_final_norm_logits(fn, model=None, cache=None):
                       torch.randn(d, v, generator=g)))
     check_function(fn, _lens_ref, cases, name="final_norm_logits", mistakes=LENS_MISTAKES, rtol=1e-4, atol=1e-4)
     if model is not None:
-        last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+        last = get_act_name("resid_post", model.cfg.n_layers - 1)
         norm = final_norm(model)
         mine = fn(cache[last], norm.weight.detach(), norm.variance_epsilon, model.W_U.detach())
         if not torch.allclose(mine, cache["unembed.hook_out"], atol=1e-3, rtol=1e-3):

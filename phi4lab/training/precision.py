@@ -41,6 +41,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from transformer_lens.utilities import get_act_name
 
 from phi4lab.model.bridge import hf_config
 
@@ -151,12 +152,12 @@ def drift(reference, other, tokens: torch.Tensor) -> dict:
     L = reference.cfg.n_layers
     resid_err, pattern_kl = [], []
     for layer in range(L):
-        r = ref_cache[f"blocks.{layer}.hook_resid_post"].float()
-        o = oth_cache[f"blocks.{layer}.hook_resid_post"].float()
+        r = ref_cache[get_act_name("resid_post", layer)].float()
+        o = oth_cache[get_act_name("resid_post", layer)].float()
         resid_err.append(((o - r).norm(dim=-1) / r.norm(dim=-1)).mean().item())
         # in float64, each row renormalised: a 16-bit row sums to 1 only up to rounding
-        p = ref_cache[f"blocks.{layer}.attn.hook_pattern"].double()
-        q = oth_cache[f"blocks.{layer}.attn.hook_pattern"].double().clamp_min(1e-300)
+        p = ref_cache[get_act_name("pattern", layer)].double()
+        q = oth_cache[get_act_name("pattern", layer)].double().clamp_min(1e-300)
         q = q / q.sum(-1, keepdim=True)
         kl = (torch.special.xlogy(p, p) - torch.special.xlogy(p, q)).sum(-1)
         pattern_kl.append(max(kl.mean().item(), 0.0))

@@ -34,7 +34,7 @@ matplotlib: ``view.figure()``, ``view.save("x.png")`` or ``.svg`` or ``.html``.
 heads: query heads 4g..4g+3 share K and V head g. They share what they can
 attend to and what they read, but not *where* they look (each has its own
 queries). The grid frames each group and prints how far its heads' patterns
-diverge (``kv_group_divergence``: mean Jensen-Shannon divergence in bits; 0
+diverge (``phi4lab.analysis.heads.kv_group_divergence``: mean Jensen-Shannon divergence in bits; 0
 means the group's heads look at the same places, 1 is the maximum).
 """
 
@@ -43,23 +43,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import io
-import itertools
 import json
 
 import torch
 
+from phi4lab.analysis.heads import kv_group_divergence
 from phi4lab.model.bridge import is_bridge
+from phi4lab.viz.png import LEVELS, palette, png_bytes, quantise
 
-LEVELS = 254          # weights are stored as round(p * LEVELS); the error is at most 1 / (2 * LEVELS)
-MASKED = 255          # palette index of the causal mask (key after query)
 MAX_LABELLED = 64     # longer prompts get hover labels only, no axis labels
-_MASK_RGB = (232, 232, 232)
 
 
 # ------------------------------------------------------------------ inputs
 
-def patterns_from(source, tokens=None, layer: int | None = None) -> torch.Tensor:
+def patterns_from(source, tokens=None) -> torch.Tensor:
     """Attention patterns as [n_layers, n_heads, query, key] (one prompt).
 
     source: a tensor [L, H, Q, K], [L, 1, H, Q, K] or [H, Q, K]; an
@@ -150,108 +147,6 @@ def _labels(tokens, n: int) -> list[str]:
         raise ValueError(f"{len(labels)} token labels for a {n}-token pattern")
     # Make whitespace visible: a label of " " would be invisible on an axis.
     return [t.replace(" ", "\u2423").replace("\n", "\u21b5").replace("\t", "\u2192") for t in labels]
-
-
-# ------------------------------------------------------------------ quantising and encoding
-
-def quantise(pattern: torch.Tensor) -> torch.Tensor:
-    """[Q, K] weights -> uint8 codes: round(p * 254), and 255 where key > query (the causal mask)."""
-    codes = (pattern.clamp(0, 1) * LEVELS).round().to(torch.uint8)
-    n_q, n_k = pattern.shape
-    future = torch.ones(n_q, n_k, dtype=torch.bool).triu(1 + n_k - n_q)
-    codes[future] = MASKED
-    return codes
-
-
-def dequantise(codes: torch.Tensor) -> torch.Tensor:
-    """uint8 codes -> weights (the mask reads as 0)."""
-    p = codes.float() / LEVELS
-    p[codes == MASKED] = 0.0
-    return p
-
-
-def palette(contrast: str = "sqrt") -> list[tuple[int, int, int]]:
-    """The 256-colour map: white (0) to dark blue (1), then the mask colour.
-
-    contrast="sqrt" spreads the small weights apart (most attention weights
-    are small); "linear" maps colour to weight directly. Only the colours
-    change: the stored codes, and hover values, are linear either way.
-    """
-    import matplotlib
-
-    if contrast not in ("sqrt", "linear"):
-        raise ValueError(f"contrast must be 'sqrt' or 'linear', got {contrast!r}")
-    cmap = matplotlib.colormaps["Blues"]
-    colours = []
-    for i in range(LEVELS + 1):
-        x = i / LEVELS
-        r, g, b, _ = cmap(0.03 + 0.97 * (x ** 0.5 if contrast == "sqrt" else x))
-        colours.append((round(r * 255), round(g * 255), round(b * 255)))
-    # Neighbouring weights can round to the same 8-bit colour. The hover
-    # read-out maps a colour back to its index, so nudge repeats until each
-    # colour is unique (a change of 1/255 in one channel: invisible).
-    seen = {_MASK_RGB}
-    for i, (r, g, b) in enumerate(colours):
-        step = 0
-        while (r, g, b) in seen:
-            step += 1
-            r, g = max(r - step % 2, 0), max(g - (step + 1) % 2, 0)
-        colours[i] = (r, g, b)
-        seen.add((r, g, b))
-    return colours + [_MASK_RGB]
-
-
-def png_bytes(codes: torch.Tensor, colours: list[tuple[int, int, int]]) -> bytes:
-    """A palette PNG whose pixel (q, k) has palette index codes[q, k]."""
-    from PIL import Image
-
-    img = Image.fromarray(codes.numpy(), mode="L")
-    img.putpalette([c for rgb in colours for c in rgb])      # an "L" image with a palette becomes "P"
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=3)    # measured: 2.6x faster than level 6 for 15% more bytes
-    return buf.getvalue()
-
-
-def decode_png(data: bytes) -> torch.Tensor:
-    """The palette indices of a PNG made by png_bytes (to check the round trip)."""
-    import numpy as np
-    from PIL import Image
-
-    img = Image.open(io.BytesIO(data))
-    if img.mode != "P":
-        raise ValueError(f"not a palette PNG (mode {img.mode})")
-    return torch.from_numpy(np.array(img))
-
-
-# ------------------------------------------------------------------ GQA
-
-def kv_group_divergence(patterns: torch.Tensor, n_kv_heads: int) -> torch.Tensor:
-    """How differently the query heads that share a K/V head look: [n_layers, n_kv_heads], in bits.
-
-    For each pair of heads in a group, the Jensen-Shannon divergence between
-    their attention rows, averaged over query positions and pairs. 0: the
-    heads attend identically; 1: they never attend to the same tokens.
-    """
-    p = patterns_from(patterns)
-    L, H, Q, K = p.shape
-    if n_kv_heads < 1 or H % n_kv_heads:
-        raise ValueError(f"{H} query heads cannot share {n_kv_heads} key/value heads evenly")
-    per = H // n_kv_heads
-    if per == 1:
-        return torch.zeros(L, n_kv_heads)
-    groups = p.reshape(L, n_kv_heads, per, Q, K).clamp_min(0)
-
-    def entropy_bits(x):                       # xlogy: 0 * log 0 = 0, no clamping needed
-        return -torch.special.xlogy(x, x).sum(-1) / torch.log(torch.tensor(2.0))
-
-    # JS(a, b) = H((a + b) / 2) - (H(a) + H(b)) / 2; each head's own entropy is computed once.
-    own = entropy_bits(groups)                                 # [L, G, per, Q]
-    out = torch.zeros(L, n_kv_heads)
-    pairs = list(itertools.combinations(range(per), 2))
-    for a, b in pairs:
-        mixed = entropy_bits((groups[:, :, a] + groups[:, :, b]) / 2)
-        out += (mixed - (own[:, :, a] + own[:, :, b]) / 2).mean(-1)
-    return out / len(pairs)
 
 
 # ------------------------------------------------------------------ the views
