@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.phi4lab-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: lab test unit quick lint notebooks notebooks-portable student kernel doctor clean
+.PHONY: lab test unit quick lint pair notebooks notebooks-portable student kernel doctor clean
 
 # nbval runs each notebook cell as a test. A cell may take this long (the slowest, notebook 08's two
 # fine-tunes, takes about 70 s on an idle 2-core machine): a busy machine must not fail the suite.
@@ -57,6 +57,12 @@ quick: $(STAMP)
 # The lint gate (rules and their reasons: pyproject.toml, [tool.ruff]); CI runs it.
 lint: $(STAMP)
 	$(BIN)/ruff check phi4lab tests benchmarks conftest.py
+
+# Each notebook's py:percent twin in course/py/ (see course/jupytext.toml), for review. --sync takes the
+# cells from whichever of the pair was saved last and the outputs from the notebook;
+# tests/test_notebooks_reviewable.py fails when a twin is out of step.
+pair: $(STAMP)
+	$(BIN)/jupytext --quiet --sync course/[0-9][0-9]_*.ipynb
 
 notebooks: $(STAMP)
 	$(BIN)/python -m pytest course $(NBVAL)

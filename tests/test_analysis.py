@@ -4,7 +4,14 @@ import pytest
 import torch
 
 import phi4lab
-from phi4lab.analysis import ablate_heads, direct_logit_attribution, logit_lens, next_token_losses, patch
+from phi4lab.analysis import (
+    ablate_heads,
+    direct_logit_attribution,
+    logit_lens,
+    next_token_losses,
+    patch,
+    patch_heads_at,
+)
 from phi4lab.model.config import scaled
 
 
@@ -160,3 +167,25 @@ def test_patch_per_head_indexes_the_right_axis(model, tokens):
     assert not torch.allclose(pat[:, 4], base[:, 4])
     with pytest.raises(TypeError, match=r"a list of positions, e.g. \[3\]"):
         patch(model, clean, corrupt, "blocks.0.hook_resid_pre", positions=3)
+
+
+def test_patch_heads_at_is_patch_of_one_head_at_one_position(model, tokens):
+    """The sweep primitive and the general patch agree where both apply, and differ from no patch."""
+    clean, corrupt = tokens, tokens.flip(-1)
+    _, cache = model.run_with_cache(clean, names_filter="blocks.1.attn.hook_z")
+    values = cache["blocks.1.attn.hook_z"][:, -1, 2]                        # [batch, d_head]
+    one = patch_heads_at(model, corrupt, 1, 2, values)                      # position -1: the last
+    torch.testing.assert_close(one, patch(model, clean, corrupt, "blocks.1.attn.hook_z", positions=[6], head=2))
+    base = model(corrupt)
+    torch.testing.assert_close(one[:, :6], base[:, :6])                    # causal: earlier positions untouched
+    assert not torch.allclose(one[:, 6], base[:, 6])
+    at_3 = patch_heads_at(model, corrupt, 1, 2, values, position=3)
+    torch.testing.assert_close(at_3, patch_heads_at(model, corrupt, 1, 2, values, position=-4))   # 7 tokens
+    torch.testing.assert_close(at_3[:, :3], base[:, :3])
+    assert not torch.allclose(at_3[:, 3], base[:, 3])
+    with pytest.raises(ValueError, match=r"values must be \[batch, d_head\] = \[2, 4\]"):
+        patch_heads_at(model, corrupt, 1, 2, values[0])
+    with pytest.raises(IndexError, match="position 7 is out of range for prompts of 7 tokens"):
+        patch_heads_at(model, corrupt, 1, 2, values, position=7)
+    with pytest.raises(IndexError, match="head"):
+        patch_heads_at(model, corrupt, 1, model.cfg.n_heads, values)

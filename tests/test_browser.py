@@ -272,12 +272,12 @@ def test_hostile_strings_run_no_script_in_any_view(browser, tmp_path):
     from test_viz import HOSTILE, hostile_views
 
     from phi4lab.model.tokenizer import phi4_tokenizer
-    from phi4lab.viz import tokens as X
+    from phi4lab.viz import tokens as token_explorer
     pages = {f"view{i}.html": v for i, v in enumerate(hostile_views())}
     for name, view in pages.items():
         view.save(tmp_path / name)
     typed = " ".join(HOSTILE)
-    explorer_html = X.page(typed, [X.phi4()]) + X.chat_view(phi4_tokenizer(), [{"role": "user", "content": typed}])[0]
+    explorer_html = token_explorer.page(typed, [token_explorer.phi4()]) + token_explorer.chat_view(phi4_tokenizer(), [{"role": "user", "content": typed}])[0]
     (tmp_path / "explorer.html").write_text(f"<!doctype html><meta charset='utf-8'>{explorer_html}", encoding="utf-8")
     for name in [*pages, "explorer.html"]:
         page = browser.new_page()

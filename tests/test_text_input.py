@@ -14,7 +14,7 @@ from phi4lab.model import memory
 from phi4lab.model.guards import text_tokens
 from phi4lab.model.tokenizer import encode_chat, encode_text, phi4_tokenizer, replace_lone_surrogates
 from phi4lab.viz import attention as viz
-from phi4lab.viz import tokens as X
+from phi4lab.viz import tokens as token_explorer
 
 LONE = "a\ud800b"
 LONG = "the cat sat on the mat and " * 300                   # 2,701 phi4-tiny tokens; its context is 512
@@ -56,7 +56,7 @@ def test_the_repair_joins_pairs_and_replaces_only_lone_halves():
     assert replace_lone_surrogates("\ud83d\ude00!") == ("\U0001F600!", 0)     # a pair is the emoji it encodes
     assert replace_lone_surrogates(LONE) == ("a\ufffdb", 1)
     assert replace_lone_surrogates("plain") == ("plain", 0)
-    page = X.page(LONE, [X.phi4()])
+    page = token_explorer.page(LONE, [token_explorer.phi4()])
     assert "replaced by U+FFFD" in page                                      # the explorer repairs, and says so
 
 
@@ -79,7 +79,7 @@ def test_views_check_memory_before_running_the_model(tiny, monkeypatch):
 
 
 def test_the_tokenizer_explorer_scores_long_text_in_context_windows(tiny):
-    tok = X.Tok.hf(tiny.tokenizer, "phi4-tiny")
+    tok = token_explorer.Tok.hf(tiny.tokenizer, "phi4-tiny")
     seen = []
     real = tiny.forward
 
@@ -87,12 +87,12 @@ def test_the_tokenizer_explorer_scores_long_text_in_context_windows(tiny):
         seen.append(tokens.shape[-1])
         return real(tokens, *a, **k)
 
-    t = X.tokenize(tok, LONG)
+    t = token_explorer.tokenize(tok, LONG)
     n = len(encode_text(tiny.tokenizer, LONG))
     windows = -(-n // 512)
     tiny.forward = spy
     try:
-        X.attach_model(t, tiny)
+        token_explorer.attach_model(t, tiny)
     finally:
         del tiny.forward
     assert max(seen) == 512 and sum(seen) == t.n_tokens == n                 # every token scored, none past the context
@@ -102,10 +102,10 @@ def test_the_tokenizer_explorer_scores_long_text_in_context_windows(tiny):
 
 def test_the_tokenizer_explorer_checks_memory_and_still_draws(tiny, monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 1 << 12)
-    t = X.attach_model(X.tokenize(X.Tok.hf(tiny.tokenizer, "phi4-tiny"), "the cat sat on the mat"), tiny)
+    t = token_explorer.attach_model(token_explorer.tokenize(token_explorer.Tok.hf(tiny.tokenizer, "phi4-tiny"), "the cat sat on the mat"), tiny)
     assert all(s.loss is None for s in t.spans)
     assert any(n.startswith("not coloured by loss:") and "Nothing was allocated" in n for n in t.notices)
-    assert "not coloured by loss" in X.render(t)
+    assert "not coloured by loss" in token_explorer.render(t)
 
 
 # ---- item 7: typed special tokens stay text
@@ -128,7 +128,7 @@ def test_the_chat_view_keeps_typed_control_tokens_as_text():
     specials = [i for i in ids if i in tok.added_tokens_decoder]
     assert [tok.convert_ids_to_tokens(i) for i in specials] == ["<|im_start|>", "<|im_sep|>", "<|im_end|>"] * 2
     assert tok.decode(ids) == tok.apply_chat_template(messages, tokenize=False)
-    page, text = X.chat_view(tok, messages)
+    page, text = token_explorer.chat_view(tok, messages)
     assert text == tok.apply_chat_template(messages, tokenize=False)
     assert page.count('class="tok special role"') == 6                       # the template's own six, not the typed three
     assert "message 0 (user) types" in page and "would make it a control token" in page
@@ -141,13 +141,13 @@ def test_the_chat_view_keeps_typed_control_tokens_as_text():
 # ---- item 9: direction and invisible characters
 
 def test_a_right_to_left_override_is_confined_to_its_span_and_shown():
-    page = X.page("abc\u202edef ghi", [X.phi4()])
+    page = token_explorer.page("abc\u202edef ghi", [token_explorer.phi4()])
     assert "unicode-bidi: isolate" in page                                     # every token span is its own isolate
     assert "[U+202E]" in page and "\u202e" not in page                           # the override is drawn, not obeyed
 
 
 def test_zero_width_characters_are_drawn_visibly_but_joiners_in_emoji_work():
-    page = X.page("a\u200bb", [X.phi4()])
+    page = token_explorer.page("a\u200bb", [token_explorer.phi4()])
     assert "[U+200B]" in page
     family = "\U0001F468\u200d\U0001F469\u200d\U0001F467"
-    assert "[U+200D]" not in X.page(family, [X.phi4()])
+    assert "[U+200D]" not in token_explorer.page(family, [token_explorer.phi4()])

@@ -201,3 +201,23 @@ def test_views_take_a_model_with_its_text_or_tokens():
         viz.attention_heads(model, "")
     with pytest.raises(ValueError, match="batch of 2"):
         viz.attention_head(model, torch.cat([ids, ids]))
+
+
+def test_the_views_style_and_script_ship_in_the_wheel(tmp_path):
+    """The CSS and JS are package data: a wheel (what `pip install phi4lab` gets) must carry them."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    from phi4lab.viz import assets
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(root)], check=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("phi4lab-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for asset in ("attention.css", "attention.js", "tokens.css"):
+        assert f"phi4lab/viz/assets/{asset}" in names, f"{asset} is missing from the wheel: check package-data"
+    page = viz.attention_head(causal_softmax(L=1, H=2, T=4), [str(i) for i in range(4)]).html()
+    assert assets.read("attention.css") in page and "%(" not in page   # inlined, the template filled in

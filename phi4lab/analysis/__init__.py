@@ -9,7 +9,7 @@ from phi4lab.analysis.heads import (
     sink_scores,
     top_heads,
 )
-from phi4lab.analysis.interventions import ablate_heads, patch
+from phi4lab.analysis.interventions import ablate_heads, patch, patch_heads_at
 from phi4lab.analysis.lens import direct_logit_attribution, logit_lens
 from phi4lab.training.loop import next_token_losses  # per-position losses, shared with the training loop
 
@@ -22,6 +22,7 @@ __all__ = [
     "logit_lens",
     "next_token_losses",
     "patch",
+    "patch_heads_at",
     "previous_token_scores",
     "random_repeated_tokens",
     "sink_scores",

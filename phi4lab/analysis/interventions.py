@@ -11,6 +11,11 @@ A head detector says a head *looks* like an induction head. To show that it
   activation from a *clean* run. If pasting that one activation restores the
   clean behaviour, the information that mattered passed through it.
 
+Every patch here is one primitive, `paste`: a hook that writes given values into
+an index of a copy of the activation. `patch` pastes any hook's activation from a
+clean run; `patch_heads_at` pastes one head's output at one position (the step of
+a head-by-head sweep, and of the bias mediation in ``phi4lab.bias.causal``).
+
 Hooks are TransformerLens hook points, so any name from ``phi4lab.analysis.cache_plan``
 works. Inputs are checked first: an out-of-range layer or head, an unknown
 hook name, an empty prompt or one longer than the context each get a clear
@@ -88,6 +93,39 @@ def _patch_index(model, hook_name: str, seq_len: int, positions, head) -> tuple:
     return tuple(index)
 
 
+def paste(index: tuple, values: torch.Tensor):
+    """A hook that returns a copy of its activation with ``act[index] = values``.
+
+    A copy, because TransformerLens hands the hook the tensor the model goes on to use,
+    and the caller's cached values must not change under it either.
+    """
+    def hook(act, hook):
+        act = act.clone()
+        act[index] = values
+        return act
+    return hook
+
+
+@torch.no_grad()
+def patch_heads_at(model, tokens, layer: int, head: int, values: torch.Tensor, position: int = -1) -> torch.Tensor:
+    """Logits of `tokens` with head (layer, head)'s output ``hook_z`` at `position` replaced by `values`.
+
+    values: [batch, d_head], one head output per prompt (e.g. from another prompt's run).
+    position: a position of these prompts; -1, the default, is the last one, which is
+    where a next-token score reads and which lets prompts of different lengths be paired.
+    """
+    tokens = check_tokens(model, tokens)
+    check_head(model, layer, head)
+    if not -tokens.shape[-1] <= position < tokens.shape[-1]:
+        raise IndexError(f"position {position} is out of range for prompts of {tokens.shape[-1]} tokens")
+    want = (tokens.shape[0], model.cfg.d_head)
+    if tuple(values.shape) != want:
+        raise ValueError(f"values must be [batch, d_head] = {list(want)}, one head output per prompt; "
+                         f"got {list(values.shape)}")
+    index = (slice(None), position, head)                 # hook_z is [batch, pos, head, d_head]
+    return model.run_with_hooks(tokens, fwd_hooks=[(get_act_name("z", layer), paste(index, values))])
+
+
 @torch.no_grad()
 def patch(model, clean_tokens, corrupt_tokens, hook_name: str, positions: list[int] | None = None,
           head: int | None = None) -> torch.Tensor:
@@ -106,11 +144,4 @@ def patch(model, clean_tokens, corrupt_tokens, hook_name: str, positions: list[i
     check_hook(model, hook_name)
     index = _patch_index(model, hook_name, clean_tokens.shape[-1], positions, head)
     _, cache = model.run_with_cache(clean_tokens, names_filter=lambda n: n == hook_name)
-    clean = cache[hook_name]
-
-    def hook(act, hook):
-        act = act.clone()
-        act[index] = clean[index]
-        return act
-
-    return model.run_with_hooks(corrupt_tokens, fwd_hooks=[(hook_name, hook)])
+    return model.run_with_hooks(corrupt_tokens, fwd_hooks=[(hook_name, paste(index, cache[hook_name][index]))])

@@ -11,7 +11,8 @@ paste in one head's output at the last position from the *woman* run. The
 change this causes, the indirect effect NIE of that head, is the part of the
 total effect that flows through that head's output at the last position. We
 patch ``blocks.L.attn.hook_z`` (the head's result before the output projection)
-at the last position only, so the two prompts may have different lengths.
+at the last position only (``phi4lab.analysis.interventions.patch_heads_at``), so the
+two prompts may have different lengths.
 NIE / TE is the share of the effect a head mediates; shares need not add up
 to 1, since heads work together and through the MLPs.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import torch
 from transformer_lens.utilities import get_act_name
 
+from phi4lab.analysis.interventions import patch_heads_at
 from phi4lab.bias import data
 from phi4lab.bias._batching import batches, encode
 from phi4lab.bias.preference import class_log_ratio
@@ -83,11 +85,7 @@ def head_mediation(model, base_prompts: list[str], alt_prompts: list[str], batch
         base_y[batch] = y0
         for layer in range(n_layers):
             for head in range(n_heads):
-                def paste(z, hook, layer=layer, head=head, batch=batch):
-                    z = z.clone()
-                    z[:, -1, head] = alt_z[batch, layer, head]
-                    return z
-                logits = model.run_with_hooks(tokens, fwd_hooks=[(names[layer], paste)])
+                logits = patch_heads_at(model, tokens, layer, head, alt_z[batch, layer, head], position=-1)
                 nie[batch, layer, head] = _scores(logits, female, male).cpu() - y0
     return {"base": base_y, "alt": alt_y, "te": alt_y - base_y, "nie": nie}
 

@@ -23,6 +23,10 @@ Three kinds of model load through it:
 `load()` with no arguments, or `load("phi4-tiny")`, loads the small *trained* twin
 that ships in `data/phi4-tiny/`.
 
+Every kind runs one pipeline (`resolve`, then `materialise`): the source is resolved to a
+small `Source` (its config, a label, the advice to give when it does not fit), the memory
+pre-flight runs from that config, and only then are weights fetched, checked and built.
+
 Tokenization follows Hugging Face's Phi-4 tokenizer: no BOS is prepended by
 default (`model.cfg.default_prepend_bos` is False). See phi4lab.model.tokenizer.
 """
@@ -33,6 +37,7 @@ import copy
 import difflib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -105,36 +110,63 @@ def load(
         memory_budget_bytes: refuse models whose weights exceed this; defaults to a safe
             share of the device's free memory.
     """
-    # Loading must not consume the caller's random stream (notebooks seed once at the top).
-    with torch.random.fork_rng(devices=[]):
-        return _load(name_or_path, config, dtype, device, revision, seed, device_map, tokenizer, memory_budget_bytes)
+    source = resolve(name_or_path, config=config, revision=revision, seed=seed)
+    return materialise(source, dtype=dtype, device=device, device_map=device_map, tokenizer=tokenizer,
+                       memory_budget_bytes=memory_budget_bytes)
 
 
-def _load(name_or_path, config, dtype, device, revision, seed, device_map, tokenizer, memory_budget_bytes):
+# --------------------------------------------------------------------------------------
+# One pipeline: resolve a source to a small description, check it fits, then build it
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model's weights come from, known before a single weight is read.
+
+    Resolving costs at most a config file (a few KB, from the hub for Phi-4); everything
+    a memory pre-flight needs is here, so a model that cannot fit is refused before its
+    weights are downloaded, validated or allocated.
+    """
+
+    config: Phi3Config
+    label: str                          # names the model in messages: "phi4-tiny", a path, a repo
+    advice: str                         # what to try when it does not fit
+    folder: Path | None = None          # a checkpoint folder; None builds random weights
+    seed: int = 0                       # for random weights
+    repo: str | None = None             # a hub repository whose weights are still to be fetched
+    revision: str | None = None         # the hub revision asked for (None follows `main`)
+
+    @property
+    def what(self) -> str:
+        if self.folder is None and self.repo is None:
+            return f"a random {phi4config.describe(self.config)} model"
+        return f"{self.label} ({phi4config.count_parameters(self.config):,} parameters)"
+
+
+_ADVICE_RANDOM = "Use a smaller config (phi4lab.config.scaled(d_model=..., n_layers=...))."
+_ADVICE_LOCAL = "Try dtype=torch.bfloat16 on a GPU, or a machine with more memory."
+_ADVICE_HUB = "Phi-4 wants a GPU with >= 32 GB in bf16 (dtype=torch.bfloat16), or device_map='auto' over several."
+
+
+def resolve(name_or_path=None, *, config: Phi3Config | None = None, revision: str | None = None,
+            seed: int = 0) -> Source:
+    """Turn what `load` was given into a `Source`, with a clear error for anything unknown."""
     if config is not None:
         if name_or_path is not None:
             raise ValueError("pass either name_or_path or config=, not both")
-        return _random_twin(config, seed, dtype, device, tokenizer, memory_budget_bytes)
+        if not isinstance(config, Phi3Config):
+            raise TypeError("config must be a transformers.Phi3Config (see phi4lab.config.scaled), "
+                            f"got {type(config).__name__}")
+        return Source(config, label=f"phi4lab-random-seed{seed}", advice=_ADVICE_RANDOM, seed=seed)
     name = TINY if name_or_path is None else os.fspath(name_or_path)
     if name == TINY:
-        path = DATA_DIR / TINY
-        if not (path / "config.json").exists():
-            raise WeightsNotFoundError(
-                f"phi4-tiny is not in {path}. It ships with the repository in data/phi4-tiny; if that folder "
-                "is gone, restore it from git, or rebuild it with `phi4lab build-tiny --out data/phi4-tiny` "
-                "(about an hour on 2 CPU cores). Meanwhile, a random twin works: "
-                "phi4lab.load(config=phi4lab.config.scaled())."
-            )
-        for file, expected in TINY_SHA256.items():
-            check_sha256(path / file, expected, CheckpointError, "the phi4-tiny that ships with phi4lab",
-                         "restore data/phi4-tiny from git (git checkout -- data/phi4-tiny), or, if you rebuilt it on "
-                         "purpose, update TINY_SHA256 in phi4lab/model/loading.py")
-        return _load_local(path, dtype, device, device_map, tokenizer, memory_budget_bytes, label=TINY)
+        return _tiny_source()
     if name == HUB_PHI4:
-        return _load_hub(name, revision, dtype, device, device_map, memory_budget_bytes)
+        return _hub_source(name, revision)
     path = Path(name).expanduser()
     if path.is_dir():
-        return _load_local(path, dtype, device, device_map, tokenizer, memory_budget_bytes, label=str(path))
+        return Source(read_config(path), label=str(path), advice=_ADVICE_LOCAL, folder=path)
     close = difflib.get_close_matches(name, list(KNOWN_MODELS), n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     listing = "; ".join(f"{k!r}: {v}" for k, v in KNOWN_MODELS.items())
@@ -144,6 +176,55 @@ def _load(name_or_path, config, dtype, device, revision, seed, device_map, token
     )
 
 
+def materialise(source: Source, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                device_map=None, tokenizer: PreTrainedTokenizerFast | None = None,
+                memory_budget_bytes: int | None = None) -> TransformerBridge:
+    """Pre-flight, fetch, validate, build and bridge: the same steps, in this order, for every source."""
+    cfg = source.config
+    # 1. Memory, from the config's arithmetic alone. With a device_map the weights land on the
+    #    GPUs when there are any, so those are what must hold them.
+    where = device if device_map is None else "cuda" if torch.cuda.is_available() else "cpu"
+    preflight(phi4config.weight_bytes(cfg, dtype), what=f"{source.what} in {dtype}", device=where,
+              budget_bytes=memory_budget_bytes, advice=source.advice)
+    # 2. The weights' folder: a hub download happens only now, once the model is known to fit.
+    folder = _fetch(source) if source.repo is not None else source.folder
+    # 3. Build. Loading must not consume the caller's random stream (notebooks seed once at the top),
+    #    so the one fork is here, around everything that may draw from it.
+    with torch.random.fork_rng(devices=[]):
+        if folder is None:
+            torch.manual_seed(source.seed)
+            model = _random_weights(cfg).to(device=device, dtype=dtype)
+            tokenizer = tokenizer or _tokenizer_for(cfg, None)
+            name = source.label
+        else:
+            validate_checkpoint(folder, cfg)     # names and shapes, from the files' headers
+            if tokenizer is None and source.repo is not None:
+                tokenizer = phi4_tokenizer()     # Phi-4's, exactly (see phi4lab.model.tokenizer)
+            tokenizer = tokenizer or _tokenizer_for(cfg, folder)
+            model = _from_pretrained(folder, cfg, dtype, device, device_map)
+            name = str(folder)
+        model = bridge(model, tokenizer, name)     # the bridge draws from the stream too
+    if source.repo is not None:
+        _record_revision(model, source, folder)
+    return model
+
+
+def _tiny_source() -> Source:
+    path = DATA_DIR / TINY
+    if not (path / "config.json").exists():
+        raise WeightsNotFoundError(
+            f"phi4-tiny is not in {path}. It ships with the repository in data/phi4-tiny; if that folder "
+            "is gone, restore it from git, or rebuild it with `phi4lab build-tiny --out data/phi4-tiny` "
+            "(about an hour on 2 CPU cores). Meanwhile, a random twin works: "
+            "phi4lab.load(config=phi4lab.config.scaled())."
+        )
+    for file, expected in TINY_SHA256.items():
+        check_sha256(path / file, expected, CheckpointError, "the phi4-tiny that ships with phi4lab",
+                     "restore data/phi4-tiny from git (git checkout -- data/phi4-tiny), or, if you rebuilt it on "
+                     "purpose, update TINY_SHA256 in phi4lab/model/loading.py")
+    return Source(read_config(path), label=TINY, advice=_ADVICE_LOCAL, folder=path)
+
+
 # --------------------------------------------------------------------------------------
 # Random twins
 # --------------------------------------------------------------------------------------
@@ -151,25 +232,16 @@ def _load(name_or_path, config, dtype, device, revision, seed, device_map, token
 
 def random_hf_model(cfg: Phi3Config, seed: int = 0) -> Phi3ForCausalLM:
     """A seeded, randomly initialised `Phi3ForCausalLM` with eager attention, in eval mode."""
-    cfg = copy.deepcopy(cfg)
-    cfg._attn_implementation = "eager"
     with torch.random.fork_rng(devices=[]):  # seed locally; leave the caller's stream alone
         torch.manual_seed(seed)
-        return Phi3ForCausalLM(cfg).eval()
+        return _random_weights(cfg)
 
 
-def _random_twin(cfg, seed, dtype, device, tokenizer, budget):
-    if not isinstance(cfg, Phi3Config):
-        raise TypeError(f"config must be a transformers.Phi3Config (see phi4lab.config.scaled), got {type(cfg).__name__}")
-    preflight(
-        phi4config.weight_bytes(cfg, dtype),
-        what=f"a random {phi4config.describe(cfg)} model in {dtype}",
-        device=device,
-        budget_bytes=budget,
-        advice="Use a smaller config (phi4lab.config.scaled(d_model=..., n_layers=...)).",
-    )
-    model = random_hf_model(cfg, seed).to(device=device, dtype=dtype)
-    return bridge(model, tokenizer or _tokenizer_for(cfg, None), f"phi4lab-random-seed{seed}")
+def _random_weights(cfg: Phi3Config) -> Phi3ForCausalLM:
+    """Weights drawn from the current random stream (the caller seeds and forks it)."""
+    cfg = copy.deepcopy(cfg)
+    cfg._attn_implementation = "eager"
+    return Phi3ForCausalLM(cfg).eval()
 
 
 # --------------------------------------------------------------------------------------
@@ -337,20 +409,8 @@ def _tokenizer_for(cfg: Phi3Config, path: Path | None) -> PreTrainedTokenizerFas
     )
 
 
-def _load_local(path, dtype, device, device_map, tokenizer, budget, label):
-    path = Path(path)
-    cfg = read_config(path)
-    # The memory pre-flight first, from the config's arithmetic; only then the tensors' names and
-    # shapes, which builds the module tree on the meta device.
-    preflight(
-        phi4config.weight_bytes(cfg, dtype),
-        what=f"{label} ({phi4config.count_parameters(cfg):,} parameters) in {dtype}",
-        device=device,
-        budget_bytes=budget,
-        advice="Try dtype=torch.bfloat16 on a GPU, or a machine with more memory.",
-    )
-    validate_checkpoint(path, cfg)
-    tokenizer = tokenizer or _tokenizer_for(cfg, path)
+def _from_pretrained(folder: Path, cfg: Phi3Config, dtype, device, device_map) -> Phi3ForCausalLM:
+    """Hugging Face's loader, held to safetensors, eager attention and no remote code."""
     kwargs = dict(dtype=dtype, attn_implementation="eager", use_safetensors=True, trust_remote_code=False)
     if device_map is not None:
         kwargs["device_map"] = device_map
@@ -359,13 +419,11 @@ def _load_local(path, dtype, device, device_map, tokenizer, budget, label):
     if quiet:
         hf_logging.disable_progress_bar()
     try:
-        model = Phi3ForCausalLM.from_pretrained(path, **kwargs).eval()
+        model = Phi3ForCausalLM.from_pretrained(folder, **kwargs).eval()
     finally:
         if quiet:
             hf_logging.enable_progress_bar()
-    if device_map is None:
-        model = model.to(device)
-    return bridge(model, tokenizer, str(path))
+    return model if device_map is not None else model.to(device)
 
 
 # --------------------------------------------------------------------------------------
@@ -380,44 +438,49 @@ _GET_WEIGHTS = (
 )
 
 
-def _load_hub(repo, revision, dtype, device, device_map, budget):
-    from huggingface_hub import hf_hub_download, snapshot_download
+def _get_weights(revision: str | None) -> str:
+    return _GET_WEIGHTS.format(rev=f" --revision {revision}" if revision else "")
 
-    rev = f" --revision {revision}" if revision else ""
+
+def _hub_source(repo: str, revision: str | None) -> Source:
+    """A few KB first: the hub's config decides whether the weights can fit at all."""
+    from huggingface_hub import hf_hub_download
+
     try:
-        # A few KB first: the config decides whether the weights can fit at all.
         cfg_file = hf_hub_download(repo, "config.json", revision=revision)
     except Exception as err:  # offline, no cache entry, unreachable hub, bad revision, ...
         raise WeightsNotFoundError(
             f"{repo} is not in the local Hugging Face cache and the hub is unreachable "
-            f"({type(err).__name__}). " + _GET_WEIGHTS.format(rev=rev)
+            f"({type(err).__name__}). " + _get_weights(revision)
         ) from None
-    snapshot = Path(cfg_file).parent
-    cfg = read_config(snapshot)
-    preflight(
-        phi4config.weight_bytes(cfg, dtype),
-        what=f"{repo} ({phi4config.count_parameters(cfg):,} parameters) in {dtype}",
-        device=device if device_map is None else "cuda" if torch.cuda.is_available() else "cpu",
-        budget_bytes=budget,
-        advice="Phi-4 wants a GPU with >= 32 GB in bf16 (dtype=torch.bfloat16), or device_map='auto' over several.",
-    )
+    return Source(read_config(Path(cfg_file).parent), label=repo, advice=_ADVICE_HUB, repo=repo,
+                  revision=revision)
+
+
+def _fetch(source: Source) -> Path:
+    """The hub snapshot with the weights (from the local cache, or downloaded)."""
+    from huggingface_hub import snapshot_download
+
     try:
-        snapshot = Path(
-            snapshot_download(repo, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.txt"])
-        )
+        return Path(snapshot_download(source.repo, revision=source.revision,
+                                      allow_patterns=["*.json", "*.safetensors", "*.txt"]))
     except Exception as err:
         raise WeightsNotFoundError(
-            f"could not fetch the weights of {repo} ({type(err).__name__}). " + _GET_WEIGHTS.format(rev=rev)
+            f"could not fetch the weights of {source.repo} ({type(err).__name__}). " + _get_weights(source.revision)
         ) from None
-    model = _load_local(snapshot, dtype, device, device_map, phi4_tokenizer(), budget, label=repo)
-    # The hub's `main` moves when Microsoft updates the repository (the tokenizer fix of early 2025
-    # did). The snapshot folder is named by the commit it holds: record it, so a result can be
-    # reproduced with exactly these weights.
+
+
+def _record_revision(model: TransformerBridge, source: Source, snapshot: Path) -> None:
+    """Keep and say the commit loaded.
+
+    The hub's `main` moves when Microsoft updates the repository (the tokenizer fix of early
+    2025 did). The snapshot folder is named by the commit it holds: record it, so a result can
+    be reproduced with exactly these weights.
+    """
     model.revision = snapshot.name
     how = ("the hub's moving `main`; pass revision=" + repr(snapshot.name) + " to load exactly these again"
-           if revision is None else f"revision={revision!r}")
-    print(f"{repo} at commit {snapshot.name} ({how})")
-    return model
+           if source.revision is None else f"revision={source.revision!r}")
+    print(f"{source.repo} at commit {snapshot.name} ({how})")
 
 
 def save(model, path: str | os.PathLike, tokenizer: PreTrainedTokenizerFast | None = None) -> Path:

@@ -49,6 +49,7 @@ import torch
 
 from phi4lab.analysis.heads import kv_group_divergence
 from phi4lab.model.bridge import is_bridge
+from phi4lab.viz import assets
 from phi4lab.viz.png import LEVELS, palette, png_bytes, quantise
 
 MAX_LABELLED = 64     # longer prompts get hover labels only, no axis labels
@@ -151,50 +152,11 @@ def _labels(tokens, n: int) -> list[str]:
 
 # ------------------------------------------------------------------ the views
 
-_CSS = """
-.p4l-att{font-family:system-ui,sans-serif;font-size:12px;color:#222}
-.p4l-att .grid{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
-.p4l-att .group{border:1px solid #9ab;border-radius:4px;padding:4px;display:flex;flex-wrap:wrap;gap:6px}
-.p4l-att .flat .group{border-color:transparent}
-.p4l-att .flat .gtitle{display:none}
-.p4l-att .gtitle{width:100%;color:#456}
-.p4l-att figure{margin:0;text-align:center}
-.p4l-att img{image-rendering:pixelated;image-rendering:crisp-edges;border:1px solid #ccc;cursor:crosshair}
-.p4l-att .tip{position:fixed;pointer-events:none;background:#fff;border:1px solid #888;padding:2px 5px;
- display:none;z-index:1000;white-space:pre}
-.p4l-att table.ov{border-collapse:collapse}
-.p4l-att table.ov td{width:34px;height:20px;text-align:center;font-size:10px;border:1px solid #fff}
-.p4l-att table.ov td.gsep{border-left:2px solid #556}
-.p4l-att .head{display:grid;grid-template-columns:auto auto;gap:2px}
-.p4l-att .xl{writing-mode:vertical-rl;transform:rotate(180deg);white-space:nowrap;overflow:hidden}
-"""
+_CSS = assets.read("attention.css")
 
 # Hover read-out: draw the palette PNG on a canvas once, read the pixel's colour,
 # map it back to its palette index, and show the weight. No library, no network.
-_JS = """
-(function(){
- const me=document.currentScript, root=(me&&me.closest('.p4l-att'))||document.getElementById(%(id)s);
- if(!root) return;
- const toks=%(tokens)s, pal=%(palette)s, lv=%(levels)d, lookup=new Map();
- pal.forEach((c,i)=>{const k=c.join(','); if(!lookup.has(k)) lookup.set(k,i);});
- const tip=root.querySelector('.tip');
- root.querySelectorAll('img[data-head]').forEach(img=>{
-  let px=null;
-  img.addEventListener('mousemove',e=>{
-   if(!px){const c=document.createElement('canvas');c.width=img.naturalWidth;c.height=img.naturalHeight;
-     const x=c.getContext('2d');x.drawImage(img,0,0);px=x.getImageData(0,0,c.width,c.height).data;}
-   const n=img.naturalWidth;   // offsetX/Y and clientWidth/Height exclude the border
-   const k=Math.min(n-1,Math.max(0,Math.floor(e.offsetX/img.clientWidth*n))), q=Math.min(n-1,Math.max(0,Math.floor(e.offsetY/img.clientHeight*n)));
-   const o=4*(q*n+k), idx=lookup.get([px[o],px[o+1],px[o+2]].join(','));
-   const w=idx===255?'masked (future)':idx===undefined?'?':(idx/lv).toFixed(3);
-   tip.textContent=img.dataset.head+'\\nquery '+q+' '+toks[q]+'\\nkey   '+k+' '+toks[k]+'\\nweight '+w;
-   tip.style.display='block';tip.style.left=(e.clientX+14)+'px';tip.style.top=(e.clientY+14)+'px';});
-  img.addEventListener('mouseleave',()=>{tip.style.display='none';});
- });
- const box=root.querySelector('input.gqa'); if(box) box.addEventListener('change',()=>{
-   root.querySelector('.grid').classList.toggle('flat',!box.checked);});
-})();
-"""
+_JS = assets.read("attention.js")        # a %-template: %(id)s, %(tokens)s, %(palette)s, %(levels)d
 
 
 def script_json(value) -> str:

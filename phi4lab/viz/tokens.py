@@ -43,6 +43,7 @@ from phi4lab.model.tokenizer import (
     encode_text,
     replace_lone_surrogates,
 )
+from phi4lab.viz import assets
 
 MAX_CHARS = 20_000
 PALETTE = ["#fde2e4", "#e2ece9", "#dfe7fd", "#fff1c1", "#e8dff5", "#d7f0db", "#fce1c8", "#dbeffa"]
@@ -204,22 +205,7 @@ def _byte_to_char(text: str) -> dict[int, int]:
 
 # ---------------------------------------------------------------- rendering
 
-CSS = """
-<style>
-.p4x {font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; line-height: 1.9;}
-.p4x .tok {border-radius: 3px; padding: 1px 0; margin-right: 1px; white-space: pre-wrap; unicode-bidi: isolate;}
-.p4x .inv {color: #a04000; font-size: 85%;}
-.p4x .tok:hover {outline: 2px solid #333;}
-.p4x .special {border: 1px solid #c0392b; font-weight: bold;}
-.p4x .flag {outline: 2px dashed #c0392b;}
-.p4x .diff {box-shadow: inset 0 -3px 0 #e67e22;}
-.p4x .ids {color: #666; font-size: 10px; vertical-align: sub; margin-left: 1px;}
-.p4x .stats {color: #333; margin: 4px 0; font-family: sans-serif;}
-.p4x .notice {color: #a04000; font-family: sans-serif; margin: 4px 0;}
-.p4x .role {border-bottom: 3px solid; padding-bottom: 2px;}
-.p4x table td {vertical-align: top; padding: 4px 8px;}
-</style>
-"""
+CSS = "\n<style>" + assets.read("tokens.css") + "</style>\n"
 
 CONTROL_PICTURES = {i: chr(0x2400 + i) for i in range(32)} | {0x7F: "\u2421"}
 

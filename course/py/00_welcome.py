@@ -1,0 +1,284 @@
+# %% [markdown]
+# # 00 · Welcome to phi4lab: Phi-4 by the numbers
+#
+# **phi4lab** is a workbench for looking inside Microsoft's **Phi-4**, a 14.7-billion-parameter open-weights (MIT) language model, and a course that uses it. This first notebook shows how to load a model and what Phi-4 costs: parameters, bytes, KV cache and FLOPs, all computed from its `config.json` by arithmetic you will write yourself.
+#
+# **Objectives.** By the end you can
+# 1. load each kind of model phi4lab offers and run it with a cache of activations;
+# 2. explain Phi-4's shape: 40 layers, d_model 5120, 40 query heads over 10 KV heads, a gated MLP 3.5x wide, a 100,352-token vocabulary;
+# 3. compute its parameter count, memory in each precision, KV cache per token (with and without grouped-query attention) and forward FLOPs per token.
+#
+# **Prerequisites:** Python and a little PyTorch. **Run time:** under a minute on a laptop CPU. **GPU:** not needed.
+#
+# Exercises are marked with difficulty 🔴 and importance 🔵 (out of 5). Each is a function stub; the cell after it checks your answer against phi4lab's reference and tells you what is *probably* wrong. Hints sit behind the ▶ arrows.
+
+# %%
+# Setup: fails early, with the fix, if this environment cannot run the course.
+import torch
+import phi4lab
+from phi4lab.model import config as C
+from phi4lab.doctor import require
+
+require()
+_ = torch.manual_seed(0)
+
+# %% [markdown]
+# ## 1. What is in the box
+#
+# | module | what it is for |
+# |---|---|
+# | `phi4lab.config` | Phi-4's exact config and arithmetic on it (this notebook) |
+# | `phi4lab.model.tokenizer` | the exact Phi-4 tokenizer, built offline from the cl100k_base ranks |
+# | `phi4lab.load` | one entry point for every model; returns a TransformerLens `TransformerBridge` |
+# | `phi4lab.model.memory` | a pre-flight that refuses work that cannot fit, before allocating |
+# | `phi4lab.exercises` | the checks behind every exercise in the course |
+# | `phi4lab doctor` | a command that reports versions, CPU, memory and reachable models |
+#
+# Three kinds of model load through `phi4lab.load`, all with Phi-4's architecture (`Phi3ForCausalLM` in Hugging Face):
+#
+# * **a random twin**: `phi4lab.load(config=phi4lab.config.scaled(...), seed=0)`, Phi-4's shape ratios at toy size, seeded;
+# * **a local checkpoint**: `phi4lab.load("path/to/dir")`, from safetensors only;
+# * **the real Phi-4**: `phi4lab.load("microsoft/phi-4", dtype=torch.bfloat16, device="cuda")` on a GPU with the weights in the Hugging Face cache;
+# * and **phi4-tiny**, a small *trained* twin that ships with the course (`phi4lab.load()`).
+#
+# Let us build a random twin. `scaled()` keeps Phi-4's ratios (4 query heads per KV head, MLP 3.5x d_model, RoPE base 250,000) at toy size, and keeps the real 100,352-token vocabulary so the real tokenizer works.
+
+# %%
+cfg = C.scaled(d_model=128, n_layers=2, n_kv_heads=2)
+print("twin: ", C.describe(cfg))
+print("Phi-4:", C.describe(C.PHI4))
+model = phi4lab.load(config=cfg, seed=0)
+print(type(model).__name__, "wrapping", type(model.original_model).__name__)
+
+# %% [markdown]
+# The model is a TransformerLens `TransformerBridge` around the Hugging Face module, so the TransformerLens vocabulary works: `to_tokens`, `to_str_tokens`, `run_with_cache`, hook names like `blocks.0.attn.hook_pattern`. Its logits are Hugging Face's own (phi4lab's tests check them to 1e-4).
+#
+# Like Phi-4's Hugging Face tokenizer, phi4lab does **not** put a BOS token in front of your text; pass `prepend_bos=True` when you want `<|endoftext|>` (id 100257) first.
+
+# %%
+prompt = "Phi-4 has 40 layers."
+print(model.to_str_tokens(prompt))
+print(model.to_tokens(prompt).tolist(), "<- no BOS")
+print(model.to_tokens(prompt, prepend_bos=True).tolist(), "<- with BOS")
+
+logits, cache = model.run_with_cache(prompt)
+print("logits", tuple(logits.shape), "= (batch, position, vocabulary)")
+for name in ["blocks.0.hook_resid_pre", "blocks.0.attn.hook_q", "blocks.0.attn.hook_k", "blocks.0.attn.hook_pattern", "blocks.0.mlp.hook_post"]:
+    print(f"{name:28s} {tuple(cache[name].shape)}")
+
+# %% [markdown]
+# Look at the shapes: `hook_q` has 8 heads but `hook_k` only 2. That is **grouped-query attention** (GQA): each key/value head is shared by 4 query heads, exactly as in Phi-4 (40 query heads, 10 KV heads). The attention pattern still has one map per *query* head.
+#
+# A local checkpoint directory loads the same way. Here we save the twin as a Hugging Face checkpoint with `phi4lab.save` and load it back; phi4lab checks every tensor's name and shape against `config.json` before reading a byte, and refuses pickle (`.bin`) files, which can run code when loaded.
+
+# %%
+import tempfile
+from pathlib import Path
+
+folder = Path(tempfile.mkdtemp())
+phi4lab.save(model, folder)
+print(sorted(p.name for p in folder.iterdir()))
+again = phi4lab.load(folder)
+tokens = model.to_tokens(prompt)
+print("same logits after the round trip:", torch.allclose(again(tokens), model(tokens)))
+
+# %% [markdown]
+# The real Phi-4 and phi4-tiny load by name. The cell below reports what this machine can reach and loads nothing big: loading `microsoft/phi-4` needs about 29 GB in bf16, and phi4lab refuses, before allocating anything, a model that cannot fit in free memory.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (the output depends on the machine)
+from phi4lab.doctor import phi4_reachability
+
+for name, where in phi4_reachability().items():
+    print(f"{name:16s} {where}")
+# On a GPU with the weights cached, this is all it takes:
+#   phi4 = phi4lab.load("microsoft/phi-4", dtype=torch.bfloat16, device="cuda")
+
+# %% [markdown]
+# ## 2. Phi-4 by the numbers
+#
+# Everything below follows from a handful of numbers in Phi-4's `config.json`:
+
+# %%
+P = C.PHI4
+for field in ["num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+              "num_key_value_heads", "vocab_size", "max_position_embeddings", "rms_norm_eps", "tie_word_embeddings"]:
+    print(f"{field:26s} {getattr(P, field)}")
+print(f"{'head_dim (derived)':26s} {C.head_dim(P)}")
+print(f"{'rope_theta':26s} {P.rope_parameters['rope_theta']}")
+
+
+# %% [markdown]
+# ### Exercise 1 · KV cache per token
+#
+# > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 5 minutes
+#
+# When a model generates text it keeps, for every token so far, the key and value vectors of every layer, so that the next token can attend to them without recomputing. How many bytes does each token add?
+#
+# Write `kv_cache_bytes_per_token(cfg, bytes_per_element)`. Use `cfg.num_hidden_layers`, `cfg.num_key_value_heads` and `C.head_dim(cfg)`.
+#
+# <details><summary>Hint 1</summary>Per layer, per KV head, one key vector and one value vector of length head_dim are stored.</details>
+# <details><summary>Hint 2</summary>Query heads are not cached at all: only K and V are needed again.</details>
+
+# %%
+def kv_cache_bytes_per_token(cfg, bytes_per_element: int) -> int:
+    """Bytes of K and V cache that one token adds, summed over all layers.
+
+    cfg: a Phi3Config (use cfg.num_hidden_layers, cfg.num_key_value_heads, C.head_dim(cfg)).
+    bytes_per_element: 2 for bf16/fp16, 4 for fp32.
+    """
+    # SOLUTION
+    return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * C.head_dim(cfg) * bytes_per_element
+    # END SOLUTION
+
+
+# %% tags=["check"]
+from phi4lab.exercises import welcome as checks
+
+checks.check_kv_cache_bytes_per_token(kv_cache_bytes_per_token)
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def kv_cache_bytes_per_token(cfg, bytes_per_element):
+#     return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * C.head_dim(cfg) * bytes_per_element
+# ```
+# K and V (2) x layers x KV heads x head_dim x bytes. For Phi-4 in bf16: 2 x 40 x 10 x 128 x 2 = 204,800 bytes = 200 KiB per token.
+# </details>
+
+# %% [markdown]
+# Why grouped-query attention? Compare Phi-4 with the same model if every query head had its own K and V:
+
+# %%
+no_gqa = C.scaled(hidden_size=5120, n_layers=40, num_attention_heads=40, num_key_value_heads=40)
+for label, c in [("Phi-4 (10 KV heads)", C.PHI4), ("without GQA (40 KV heads)", no_gqa)]:
+    per_token = C.kv_cache_bytes_per_token(c, torch.bfloat16)
+    print(f"{label:26s} {per_token / 2**10:6.0f} KiB/token   "
+          f"{4096 * per_token / 2**30:5.2f} GiB at 4,096 tokens   {16384 * per_token / 2**30:6.3f} GiB at 16,384")
+
+
+# %% [markdown]
+# At Phi-4's full 16K context one sequence's cache is 3.125 GiB; without GQA it would be 12.5 GiB, almost half the weights again, per sequence.
+#
+# ### Exercise 2 · Count Phi-4's parameters
+#
+# > Difficulty: 🔴🔴🔴⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
+#
+# Write `count_parameters(cfg)` for any Phi-4-architecture config. The model has:
+#
+# * an embedding matrix, `vocab_size x hidden_size`;
+# * per layer: a fused `qkv_proj` (Q, K, V stacked, no bias), an `o_proj`, a gated MLP whose `gate_up_proj` holds the gate and up projections and a `down_proj`, and two RMSNorm weight vectors;
+# * a final RMSNorm, and an `lm_head` (`hidden_size x vocab_size`) unless `cfg.tie_word_embeddings` is True.
+#
+# <details><summary>Hint 1</summary>Q has num_attention_heads x head_dim outputs; K and V have num_key_value_heads x head_dim each.</details>
+# <details><summary>Hint 2</summary>The MLP: gate_up_proj is hidden_size -> 2 x intermediate_size, down_proj is intermediate_size -> hidden_size.</details>
+# <details><summary>Hint 3</summary>For Phi-4 the answer is 14,659,507,200.</details>
+
+# %%
+def count_parameters(cfg) -> int:
+    """Exact number of parameters of Phi3ForCausalLM(cfg): embeddings, every layer, final norm, lm_head."""
+    # SOLUTION
+    d, hd = cfg.hidden_size, C.head_dim(cfg)
+    q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
+    attention = d * (q + 2 * kv) + q * d
+    mlp = d * 2 * cfg.intermediate_size + cfg.intermediate_size * d
+    norms = 2 * d
+    embed = cfg.vocab_size * d
+    lm_head = 0 if cfg.tie_word_embeddings else embed
+    return embed + cfg.num_hidden_layers * (attention + mlp + norms) + d + lm_head
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_count_parameters(count_parameters)
+print(f"Phi-4: {count_parameters(C.PHI4):,} parameters")
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# Per layer: attention 5120 x (5120 + 2 x 1280) + 5120 x 5120 = 65,536,000; MLP 5120 x 35,840 + 17,920 x 5120 = 275,251,200; norms 10,240. Times 40 layers, plus embedding and lm_head (513,802,240 each) and the final norm (5,120): 14,659,507,200.
+# </details>
+
+# %% [markdown]
+# Where do the parameters live? The MLP holds 81% of every block; the two vocabulary matrices together are 7% of the model.
+
+# %%
+import matplotlib.pyplot as plt
+
+parts = C.parameter_breakdown(C.PHI4)
+total = sum(parts.values())
+for name, n in parts.items():
+    print(f"{name:13s} {n:>15,}  {n / total:6.1%}")
+print(f"the MLP's share of each block: {parts['mlp'] / (parts['attention'] + parts['mlp']):.0%}; "
+      f"the two vocabulary matrices' share of the model: {(parts['embed_tokens'] + parts['lm_head']) / total:.0%}")
+fig, ax = plt.subplots(figsize=(7, 2.2))
+left = 0
+for name, n in parts.items():
+    ax.barh(0, n / 1e9, left=left, label=name)
+    left += n / 1e9
+ax.set_xlabel("billions of parameters"); ax.set_yticks([]); ax.legend(ncol=5, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 1.35))
+ax.set_title("Phi-4's 14.66 B parameters", pad=28)
+plt.tight_layout(); plt.show()
+
+# %% [markdown]
+# A warning from the field: TransformerLens' model table lists Phi-4 with **15.2 B** parameters. Its formula gives every query head its own K and V and leaves out the embeddings. Your checker's diagnosis would have caught both.
+#
+# ### Bytes in each precision
+#
+# Parameters x bytes per element. Only the weights: activations, the KV cache and (for training) gradients and optimizer state come on top.
+
+# %%
+for dtype in [torch.float32, torch.bfloat16, torch.float16]:
+    b = C.weight_bytes(C.PHI4, dtype)
+    print(f"{str(dtype):15s} {C.dtype_bytes(dtype)} B/param   {b / 1e9:6.2f} GB = {b / 2**30:6.2f} GiB")
+
+
+# %% [markdown]
+# Phi-4 is published in bf16: 29.32 GB, 27.31 GiB. It fits on one 40 GB or 80 GB GPU, not on a laptop, which is why the course runs on Phi-4-shaped twins and moves to the real model only on a GPU.
+#
+# ### Exercise 3 · FLOPs per token
+#
+# > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
+#
+# A matrix-vector product with an `m x n` weight matrix costs `m x n` multiply-adds, i.e. `2 x m x n` FLOPs. Ignoring the attention over previous tokens, a token's forward pass multiplies its vector by every linear layer once. Write `forward_flops_per_token(cfg)`. You may call your `count_parameters`, or `C.parameter_breakdown(cfg)`.
+#
+# <details><summary>Hint 1</summary>The embedding is a table lookup, not a matmul: it costs (almost) nothing.</details>
+# <details><summary>Hint 2</summary>The RMSNorm weights are elementwise scales: negligible, and not part of the count.</details>
+
+# %%
+def forward_flops_per_token(cfg) -> int:
+    """FLOPs of every linear layer for one token (2 per multiply-add; attention over the context excluded)."""
+    # SOLUTION
+    parts = C.parameter_breakdown(cfg)
+    return 2 * (parts["attention"] + parts["mlp"] + parts["lm_head"])
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_forward_flops_per_token(forward_flops_per_token)
+print(f"Phi-4: {forward_flops_per_token(C.PHI4) / 1e9:.1f} GFLOP per token")
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# `2 x (attention + mlp + lm_head)` parameters: 2 x 14,145,290,240 = 28.3 GFLOP per token. Attention over a context of T tokens adds 4 x layers x 40 x 128 x T: 3.4 GFLOP at T = 4,096.
+# </details>
+
+# %% [markdown]
+# With the usual rule of thumb that training costs about 3x the forward pass (forward plus a backward that is twice as expensive), Phi-4's pre-training on about 9.8 trillion tokens (the model card's figure) cost roughly:
+
+# %%
+tokens = 9.8e12
+train_flops = 3 * C.forward_flops_per_token(C.PHI4) * tokens
+print(f"~{train_flops:.2g} FLOP  (6 x N x D = {6 * C.count_parameters(C.PHI4) * tokens:.2g})")
+
+# %% [markdown]
+# ## Recap
+#
+# * `phi4lab.load` gives a TransformerLens `TransformerBridge` for a random twin, a local safetensors checkpoint, `microsoft/phi-4` or phi4-tiny; no BOS is prepended unless you ask.
+# * Phi-4 has 14,659,507,200 parameters: 40 blocks of GQA attention (40 query / 10 KV heads of 128) and a gated SiLU MLP (81% of each block), plus untied 100,352-row embedding and unembedding.
+# * In bf16 the weights are 29.3 GB; each token of context adds 200 KiB of KV cache (800 KiB without GQA); a token costs about 28.3 GFLOP forward.
+#
+# **Further reading:** the Phi-4 Technical Report (Abdin et al., 2024, arXiv:2412.08905), §3; Ainslie et al., *GQA* (2023); Kaplan et al., *Scaling Laws for Neural Language Models* (2020), for the 6ND rule. **Next:** `01_architecture.ipynb` builds each of these pieces from scratch.

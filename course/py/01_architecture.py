@@ -1,0 +1,469 @@
+# %% [markdown]
+# # 01 · Architecture: build Phi-4 from scratch, and match Hugging Face
+#
+# Phi-4 is 14.7 billion numbers arranged by a short recipe. In this notebook you write that recipe yourself, piece by piece: the normalisation, the rotary position embeddings, grouped-query attention, the gated MLP, the block, and the whole decoder. Each piece is checked against the Hugging Face `Phi3ForCausalLM` module it mirrors, and at the end your model loads a real checkpoint and produces the same logits to within 1e-4.
+#
+# **Objectives.** By the end you can
+# 1. name every tensor in Phi-4 and say what it does, and count its parameters and memory;
+# 2. implement RMSNorm, rotary embeddings (rotate-half, θ = 250,000), the fused QKV split, grouped-query attention with a causal mask, the gated SiLU MLP and the pre-norm block;
+# 3. assemble them into a decoder that reproduces Hugging Face's logits on a real checkpoint;
+# 4. compare Phi-4 with Phi-3-mini, Phi-3-medium and Phi-4-mini, and explain what GQA buys;
+# 5. separate what the Phi-4 technical report states from what is often said about it.
+#
+# **Prerequisites:** notebook 00. **Run time:** about 20 seconds on a laptop CPU. **GPU:** not needed.
+#
+# Exercises are marked with difficulty 🔴 and importance 🔵 (out of 5); each stub is followed by a check that says what is probably wrong. Hints and solutions sit behind the ▶ arrows.
+
+# %%
+# Setup: fails early, with the fix, if this environment cannot run the course.
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+import phi4lab
+from phi4lab.scratch import architecture as A
+from phi4lab.model import config as C
+from phi4lab.doctor import require
+from phi4lab.exercises import architecture as checks
+from phi4lab.model.loading import random_hf_model
+
+require()
+_ = torch.manual_seed(0)
+_ = torch.set_grad_enabled(False)  # we build and compare; nothing here trains
+
+# %% [markdown]
+# ## 1. What is in the box
+#
+# A Phi-3-architecture model with Phi-4's proportions, small enough to print. Every module you are about to write appears here:
+
+# %%
+twin_cfg = C.scaled(d_model=64, n_layers=2)
+hf = random_hf_model(twin_cfg, seed=0)
+print(hf)
+print()
+for name, p in list(hf.named_parameters())[:8]:
+    print(f"{name:45s} {tuple(p.shape)}")
+
+# %% [markdown]
+# Read it against the real Phi-4 (`phi4lab.config.PHI4`, the published `config.json`): 40 blocks, d_model 5,120, 40 query heads and 10 key/value heads of 128 dimensions, an MLP of 17,920, a vocabulary of 100,352. The fused `qkv_proj` has 5,120 + 2 × 1,280 = 7,680 output rows, and `gate_up_proj` 2 × 17,920. The Phi family side by side, computed from each model's config (`phi4lab.config.FAMILY`):
+
+# %%
+print(f"{'':16s} {'layers':>6s} {'d_model':>7s} {'Q/KV heads':>10s} {'d_head':>6s} {'d_mlp':>6s} {'vocab':>7s} {'RoPE θ':>8s} "
+      f"{'params':>15s} {'bf16 GB':>7s} {'KV KiB/token':>12s}")
+for name, cfg in C.FAMILY.items():
+    print(f"{name:16s} {cfg.num_hidden_layers:6d} {cfg.hidden_size:7d} {cfg.num_attention_heads:>5d}/{cfg.num_key_value_heads:<4d} "
+          f"{C.head_dim(cfg):6d} {cfg.intermediate_size:6d} {cfg.vocab_size:7d} {cfg.rope_parameters['rope_theta']:8.0f} "
+          f"{C.count_parameters(cfg):15,d} {C.weight_bytes(cfg) / 1e9:7.2f} {C.kv_cache_bytes_per_token(cfg) / 1024:12.0f}")
+
+# %% [markdown]
+# Phi-4 is Phi-3-medium's shape with a bigger vocabulary: the technical report says its architecture "closely follows phi-3-medium, except that we now use the tiktoken tokenizer ... with a padded vocabulary size of 100,352 ... and we use full attention over the 4K context length, rather than a 2K sliding window" (Abdin et al. 2024, p. 7). The difference in parameters is exactly the larger embedding and unembedding:
+
+# %%
+extra = C.count_parameters(C.FAMILY["phi-4"]) - C.count_parameters(C.FAMILY["phi-3-medium-4k"])
+print(f"{extra:,} more parameters = 2 x (100,352 - 32,064) x 5,120 = {2 * (100_352 - 32_064) * 5120:,}")
+
+
+# %% [markdown]
+# **What the report does and does not say.** Descriptions of Phi-4 often mention several model sizes, "tuned multi-head attention" and a LARS optimizer. The report describes **one** model, "a decoder-only transformer architecture with 14B parameters" (14,659,507,200 by the count above), pretrained "for approximately 10T tokens using linear warm-up and decay schedules with peak learning rate of 0.0003, constant weight decay of 0.1, and global batch size of 5760". It does **not** name the optimizer, and it says nothing about LARS. The attention is grouped-query (40 query heads over 10 key/value heads), which comes from `config.json`, not from the report; the number of layers (40) comes from there too. Phi-4-mini is a separate 3.8B model with its own report and an o200k-style tokenizer of 200,064 ids.
+#
+# ## 2. RMSNorm
+#
+# Before each sub-layer, Phi-4 rescales every token's vector to a fixed root-mean-square size, then multiplies each dimension by a learned weight:
+#
+# $$\text{RMSNorm}(x) = w \odot \frac{x}{\sqrt{\tfrac{1}{d}\sum_i x_i^2 + \epsilon}}$$
+#
+# Unlike LayerNorm it does not subtract the mean and has no bias. Hugging Face computes it in fp32 even when the model runs in bf16: squaring bf16 numbers and averaging thousands of them loses too many digits.
+
+# %% [markdown]
+# ### Exercise 1 · RMSNorm
+#
+# > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵🔵🔵 · about 10 minutes
+#
+# Write `rms_norm(x, weight, eps)` over the last dimension: compute in fp32, convert back to `x`'s dtype, then multiply by `weight`.
+#
+# <details><summary>Hint</summary><code>x32 = x.float()</code>; <code>torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)</code> is 1/RMS.</details>
+
+# %%
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    '''weight * x / sqrt(mean(x^2) + eps), computed in fp32, returned in x's dtype.'''
+    # SOLUTION
+    x32 = x.float()
+    normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * normed.to(x.dtype)
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_rms_norm(rms_norm)
+
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def rms_norm(x, weight, eps):
+#     x32 = x.float()
+#     normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+#     return weight * normed.to(x.dtype)
+# ```
+# </details>
+
+# %% [markdown]
+# ## 3. Rotary position embeddings
+#
+# Attention by itself does not know the order of the tokens. Phi-4 tells it by **rotating** each query and key: the head's dimensions are split into pairs, and pair *j* of the vector at position *m* is turned by the angle *m·θ_j*, with θ_j = 250,000^(−2j/d_head). Rotating both the query (at *m*) and the key (at *n*) makes their dot product depend on *m − n* only, so attention sees *relative* position. Small *j* turns fast (fine position), large *j* slowly (coarse position). Phi-4 raised the base from Phi-3's 10,000 to 250,000, which slows the slow pairs further, for its 16K context.
+#
+# Phi-4 uses the **rotate-half** layout: dimension *j* pairs with *j + d_head/2*, not with *j + 1*.
+
+# %% [markdown]
+# ### Exercise 2 · Rotary angles
+#
+# > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
+#
+# Write `rotary_cos_sin(positions, head_dim, theta)` returning `(cos, sin)`, each `[len(positions), head_dim]`: for pair *j* = 0 … head_dim/2 − 1 the angle is position × theta^(−2j/head_dim), and both halves of the last dimension hold the same angles.
+#
+# <details><summary>Hint</summary><code>inv_freq = 1 / theta ** (torch.arange(0, head_dim, 2).float() / head_dim)</code>; an outer product with the positions; <code>torch.cat([a, a], -1)</code>.</details>
+
+# %%
+def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float):
+    '''(cos, sin) of every position's rotary angles, [T, head_dim] each, rotate-half layout.'''
+    # SOLUTION
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = positions.float()[:, None] * inv_freq[None, :]
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_rotary_cos_sin(rotary_cos_sin)
+
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def rotary_cos_sin(positions, head_dim, theta):
+#     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+#     angles = positions.float()[:, None] * inv_freq[None, :]
+#     angles = torch.cat([angles, angles], dim=-1)
+#     return angles.cos(), angles.sin()
+# ```
+# </details>
+
+# %% [markdown]
+# ### Exercise 3 · Applying the rotation
+#
+# > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
+#
+# With `x1, x2` the two halves of the last dimension, `rotate_half(x) = (−x2, x1)`, and the rotated vector is `x * cos + rotate_half(x) * sin`. Write `apply_rotary(x, cos, sin)` for `x` `[batch, heads, T, head_dim]`.
+
+# %%
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    '''Rotate-half RoPE: x * cos + rotate_half(x) * sin.'''
+    # SOLUTION
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_apply_rotary(apply_rotary)
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def apply_rotary(x, cos, sin):
+#     half = x.shape[-1] // 2
+#     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+#     return x * cos + rotated * sin
+# ```
+# </details>
+
+# %% [markdown]
+# The promise of RoPE, checked with your functions: the same query and key vectors placed at positions (m, n) give the same dot product as at (m + 100, n + 100).
+
+# %%
+q, k = torch.randn(1, 1, 1, 128), torch.randn(1, 1, 1, 128)
+def score(m, n):
+    cos, sin = rotary_cos_sin(torch.tensor([m, n]), 128, 250_000.0)
+    return (apply_rotary(q, cos[:1], sin[:1]) * apply_rotary(k, cos[1:], sin[1:])).sum().item()
+for m, n in ((7, 3), (107, 103), (5007, 5003), (7, 6)):
+    print(f"query at {m:5d}, key at {n:5d} (distance {m - n}): score {score(m, n):+.4f}")
+
+
+# %% [markdown]
+# ## 4. Attention with grouped queries
+#
+# One linear layer, `qkv_proj`, computes the queries, keys and values of all heads at once. Its output rows are, in order, the 40 query heads, the 10 key heads, the 10 value heads. After splitting and rotating, each group of 4 consecutive query heads shares one key/value head. The scores are scaled by 1/√d_head, the future is masked, the softmax runs over the keys in fp32, and the weighted sum of values is projected back by `o_proj`.
+
+# %% [markdown]
+# ### Exercise 4 · Split the fused projection
+#
+# > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
+#
+# Write `split_qkv(qkv, n_heads, n_kv_heads, head_dim)`: from `[batch, T, (n_heads + 2·n_kv_heads)·head_dim]` return `q` `[batch, n_heads, T, head_dim]` and `k`, `v` `[batch, n_kv_heads, T, head_dim]`.
+#
+# <details><summary>Hint</summary><code>qkv.split([q_size, kv_size, kv_size], dim=-1)</code>, then <code>rearrange(t, "b t (h d) -> b h t d", h=...)</code>.</details>
+
+# %%
+def split_qkv(qkv: torch.Tensor, n_heads: int, n_kv_heads: int, head_dim: int):
+    '''[b, T, (H + 2 KV) * d] -> q [b, H, T, d], k [b, KV, T, d], v [b, KV, T, d].'''
+    # SOLUTION
+    q, k, v = qkv.split([n_heads * head_dim, n_kv_heads * head_dim, n_kv_heads * head_dim], dim=-1)
+    return (rearrange(q, "b t (h d) -> b h t d", h=n_heads),
+            rearrange(k, "b t (h d) -> b h t d", h=n_kv_heads),
+            rearrange(v, "b t (h d) -> b h t d", h=n_kv_heads))
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_split_qkv(split_qkv)
+
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def split_qkv(qkv, n_heads, n_kv_heads, head_dim):
+#     q, k, v = qkv.split([n_heads * head_dim, n_kv_heads * head_dim, n_kv_heads * head_dim], dim=-1)
+#     return (rearrange(q, "b t (h d) -> b h t d", h=n_heads),
+#             rearrange(k, "b t (h d) -> b h t d", h=n_kv_heads),
+#             rearrange(v, "b t (h d) -> b h t d", h=n_kv_heads))
+# ```
+# </details>
+
+# %% [markdown]
+# ### Exercise 5 · repeat_kv
+#
+# > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 5 minutes
+#
+# Write `repeat_kv(x, n_rep)`: `[b, KV, T, d]` → `[b, KV·n_rep, T, d]`, where key/value head *g* is repeated for query heads *g·n_rep* … *g·n_rep + n_rep − 1*.
+
+# %%
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    '''Expand key/value heads to one per query head (consecutive groups).'''
+    # SOLUTION
+    return x.repeat_interleave(n_rep, dim=1)
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_repeat_kv(repeat_kv)
+
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def repeat_kv(x, n_rep):
+#     return x.repeat_interleave(n_rep, dim=1)
+# ```
+#
+# Hugging Face writes it with `expand` and `reshape`, which avoids a copy until the matmul; the result is the same.
+# </details>
+
+# %% [markdown]
+# ### Exercise 6 · Causal attention
+#
+# > Difficulty: 🔴🔴🔴⚪⚪ · Importance: 🔵🔵🔵🔵🔵 · about 15 minutes
+#
+# Write `causal_attention(q, k, v)` for `q` `[b, H, T, d]` and `k`, `v` `[b, KV, T, d]`: expand K and V with your `repeat_kv`, compute the scores q·kᵀ/√d, mask keys after each query with −∞, softmax over the keys in fp32, and return the weighted values `[b, H, T, d]`.
+
+# %%
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    '''softmax(q k^T / sqrt(d) + causal mask) v, with grouped-query attention.'''
+    # SOLUTION
+    n_rep = q.shape[1] // k.shape[1]
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    T = q.shape[-2]
+    scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    return scores.float().softmax(dim=-1).to(q.dtype) @ v
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_causal_attention(causal_attention)
+
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def causal_attention(q, k, v):
+#     n_rep = q.shape[1] // k.shape[1]
+#     k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+#     scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+#     T = q.shape[-2]
+#     scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+#     return scores.float().softmax(dim=-1).to(q.dtype) @ v
+# ```
+# </details>
+
+# %% [markdown]
+# ## 5. The gated MLP
+#
+# Each block's MLP widens the vector from 5,120 to 17,920 dimensions twice, once for a **gate** and once for an **up** projection, multiplies them after passing the gate through SiLU (x·sigmoid(x)), and projects back down. Phi-4 stores gate and up in one matrix, `gate_up_proj`, gate first.
+
+# %% [markdown]
+# ### Exercise 7 · Gated SiLU MLP
+#
+# > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
+#
+# Write `gated_mlp(x, gate_up_weight, down_weight)` = `down(silu(gate) * up)`, using `F.linear`.
+
+# %%
+def gated_mlp(x: torch.Tensor, gate_up_weight: torch.Tensor, down_weight: torch.Tensor) -> torch.Tensor:
+    '''down(silu(gate) * up); gate_up_weight holds the gate rows, then the up rows.'''
+    # SOLUTION
+    gate, up = F.linear(x, gate_up_weight).chunk(2, dim=-1)
+    return F.linear(F.silu(gate) * up, down_weight)
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_gated_mlp(gated_mlp)
+
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def gated_mlp(x, gate_up_weight, down_weight):
+#     gate, up = F.linear(x, gate_up_weight).chunk(2, dim=-1)
+#     return F.linear(F.silu(gate) * up, down_weight)
+# ```
+# </details>
+
+# %% [markdown]
+# ## 6. The block
+#
+# A block adds two things to the residual stream: what attention computes from a normalised copy of it, then what the MLP computes from a normalised copy of the result. `phi4lab.scratch.architecture.Block` holds the four pieces (`input_layernorm`, `self_attn`, `post_attention_layernorm`, `mlp`) with Hugging Face's parameter names. Its modules call phi4lab's own versions of the functions you just wrote (`A.rms_norm`, `A.split_qkv`, `A.apply_rotary`, `A.causal_attention`, `A.gated_mlp`); in section 7, `A.using(...)` swaps yours in, so that the model compared with Hugging Face runs your code.
+
+# %% [markdown]
+# ### Exercise 8 · The pre-norm block
+#
+# > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵🔵 · about 10 minutes
+#
+# Write `block_forward(x, layer, cos, sin)` using `layer.input_layernorm(x)`, `layer.self_attn(h, cos, sin)`, `layer.post_attention_layernorm(h)` and `layer.mlp(h)`.
+
+# %%
+def block_forward(x: torch.Tensor, layer: A.Block, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    '''Pre-norm: h = x + attn(norm1(x)); out = h + mlp(norm2(h)).'''
+    # SOLUTION
+    h = x + layer.self_attn(layer.input_layernorm(x), cos, sin)
+    return h + layer.mlp(layer.post_attention_layernorm(h))
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_block(block_forward)
+
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def block_forward(x, layer, cos, sin):
+#     h = x + layer.self_attn(layer.input_layernorm(x), cos, sin)
+#     return h + layer.mlp(layer.post_attention_layernorm(h))
+# ```
+# </details>
+
+# %% [markdown]
+# ## 7. The whole model, on a real checkpoint
+#
+# `A.Phi4.from_hf(model)` builds the from-scratch module tree and copies a Hugging Face model's weights into it by name. The forward pass is yours.
+
+# %% [markdown]
+# ### Exercise 9 · The forward pass
+#
+# > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵🔵 · about 10 minutes
+#
+# Write `forward(model, tokens)`: the rotary angles for positions 0 … T−1 (use `C.head_dim(model.cfg)` and `model.theta`), the embedding (`model.embed_tokens`), every block with your `block_forward`, the final norm (`model.norm`) and the unembedding (`model.lm_head`). Return logits `[batch, T, vocab]`.
+
+# %%
+def forward(model: A.Phi4, tokens: torch.Tensor) -> torch.Tensor:
+    '''Logits of the from-scratch model, using your pieces.'''
+    # SOLUTION
+    cos, sin = rotary_cos_sin(torch.arange(tokens.shape[-1]), C.head_dim(model.cfg), model.theta)
+    x = model.embed_tokens(tokens)
+    for layer in model.layers:
+        x = block_forward(x, layer, cos, sin)
+    return model.lm_head(model.norm(x))
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_forward(forward)
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def forward(model, tokens):
+#     cos, sin = rotary_cos_sin(torch.arange(tokens.shape[-1]), C.head_dim(model.cfg), model.theta)
+#     x = model.embed_tokens(tokens)
+#     for layer in model.layers:
+#         x = block_forward(x, layer, cos, sin)
+#     return model.lm_head(model.norm(x))
+# ```
+# </details>
+
+# %% [markdown]
+# Now a trained checkpoint: phi4-tiny, loaded from its safetensors file in `data/phi4-tiny` by Hugging Face, its weights copied into the from-scratch model, and both run on the same Shakespeare. Inside `A.using(...)` every block computes with *your* `rms_norm`, `split_qkv`, `apply_rotary`, `causal_attention` (with your `repeat_kv`) and `gated_mlp`, and your `forward` and `block_forward` drive them: of phi4lab's code, only the linear layers and the few lines of `Attention.forward` that join your pieces and merge the heads are left on the path. The gap is printed as a bound, not as its exact size: the last digits of a float sum depend on the CPU's vector instructions, and the claim is that it stays below 1e-4.
+
+# %%
+tiny_bridge = phi4lab.load("phi4-tiny")
+scratch = A.Phi4.from_hf(tiny_bridge)
+tokens = tiny_bridge.to_tokens("ROMEO. But soft, what light through yonder window breaks? It is the east")
+yours = dict(rms_norm=rms_norm, split_qkv=split_qkv, apply_rotary=apply_rotary,
+             causal_attention=causal_attention, gated_mlp=gated_mlp)
+with torch.no_grad(), A.using(**yours):
+    ours = forward(scratch, tokens)
+    theirs = tiny_bridge(tokens)
+gap = (ours - theirs).abs().max().item()
+assert gap < 1e-4, f"your model's logits differ from Hugging Face's by {gap:.2e}"
+print(f"{tokens.shape[1]} tokens through {len(yours)} of your functions in every block; "
+      f"largest logit difference from Hugging Face below 1e-4: {gap < 1e-4}")
+print("same next-token choice at every position:", bool((ours.argmax(-1) == theirs.argmax(-1)).all()))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Your model, writing Python: greedy decoding, one token at a time (phi4-tiny has 3.5M parameters;
+# it has learned the look of the standard library, not its meaning).
+ids = tiny_bridge.to_tokens("    def __init__(self, name):\n        self.name = name\n")
+for _ in range(30):
+    ids = torch.cat([ids, forward(scratch, ids)[:, -1:].argmax(-1)], dim=1)
+print(tiny_bridge.tokenizer.decode(ids[0]))
+
+# %% [markdown]
+# ## 8. Why grouped-query attention
+#
+# When a model generates, it keeps every layer's keys and values for every earlier token (the **KV cache**), so that each new token costs one step instead of a re-run of the whole prompt. Per token that is 2 (K and V) × layers × KV heads × d_head numbers. With as many KV heads as query heads, Phi-4 would keep 4x more:
+
+# %%
+import copy
+mha = copy.deepcopy(C.PHI4)
+mha.num_key_value_heads = mha.num_attention_heads
+for label, cfg in (("Phi-4 (40 query / 10 KV heads)", C.PHI4), ("same, 40 KV heads (plain MHA)", mha)):
+    per_token = C.kv_cache_bytes_per_token(cfg)
+    print(f"{label:32s} {per_token / 1024:6.0f} KiB per token in bf16; 16K tokens: {per_token * 16384 / 2**30:5.1f} GiB")
+print(f"parameters saved by sharing K and V: {C.count_parameters(mha) - C.count_parameters(C.PHI4):,}")
+
+# %% [markdown]
+# At Phi-4's full 16K context, one sequence's cache falls from 12.5 GiB to 3.1 GiB: the difference between one conversation and four on the same GPU. The cost, as notebook 05 shows, is that the 4 query heads of a group must find what they need in the same keys and values.
+#
+# ## Recap
+#
+# * Phi-4 = embedding, 40 pre-norm blocks, final RMSNorm, untied unembedding; 14,659,507,200 parameters, Phi-3-medium's shape with a 100,352-id vocabulary.
+# * RMSNorm: divide by the root mean square (epsilon inside the root), in fp32, times a learned weight; no mean, no bias.
+# * RoPE: rotate-half pairs (j, j + d/2), angles position × 250,000^(−2j/d); the dot product depends on relative position only.
+# * Attention: fused QKV rows in the order Q, K, V; 4 consecutive query heads per KV head (`repeat_interleave`); scale, causal mask, fp32 softmax.
+# * MLP: `down(silu(gate) * up)`, gate first in `gate_up_proj`.
+# * GQA cuts the KV cache by 4x. The report states one 14B model, its schedule and data; it names no optimizer and no LARS.
+#
+# **Further reading.** Abdin et al. 2024, *Phi-4 Technical Report* (arXiv:2412.08905), §3; Zhang and Sennrich 2019, *Root Mean Square Layer Normalization*; Su et al. 2021, *RoFormer* (rotary embeddings); Shazeer 2020, *GLU Variants Improve Transformer*; Ainslie et al. 2023, *GQA*; transformers' `modeling_phi3.py`. **Next:** notebook 02, how Phi-4 turns text into the token ids this model reads.

@@ -1,0 +1,24 @@
+"""Notebook 00's checks: Phi-4 by the numbers."""
+
+import pytest
+import torch
+
+from phi4lab.exercises import ExerciseFailure
+from phi4lab.exercises import welcome as welcome_ex
+from phi4lab.model import config as C
+
+
+def test_welcome_checks_pass_the_reference_and_catch_known_mistakes():
+    welcome_ex.check_count_parameters(C.count_parameters)
+    with pytest.raises(ExerciseFailure, match="grouped-query"):
+        welcome_ex.check_count_parameters(welcome_ex._full_kv)
+    with pytest.raises(ExerciseFailure, match="only K or only V"):
+        welcome_ex.check_kv_cache_bytes_per_token(lambda cfg, b: C.kv_cache_bytes_per_token(cfg, torch.float32) // 8 * b)
+    with pytest.raises(ExerciseFailure, match="multiply-adds"):
+        welcome_ex.check_forward_flops_per_token(lambda cfg: C.forward_flops_per_token(cfg) // 2)
+
+    def stub(cfg):
+        raise NotImplementedError
+
+    with pytest.raises(NotImplementedError, match="still a stub"):
+        welcome_ex.check_count_parameters(stub)

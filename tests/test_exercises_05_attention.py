@@ -1,0 +1,31 @@
+"""Notebook 05's checks: each passes its reference and names each listed mistake."""
+
+import pytest
+
+from phi4lab.analysis import heads
+from phi4lab.exercises import ExerciseFailure
+from phi4lab.exercises import attention as attention_ex
+
+TABLE = [(attention_ex.check_pattern_cache_bytes, attention_ex.PATTERN_MISTAKES),
+         (attention_ex.check_attention_pattern, attention_ex.ATTENTION_MISTAKES),
+         (attention_ex.check_previous_token_score, attention_ex.PREV_MISTAKES),
+         (attention_ex.check_induction_score, attention_ex.INDUCTION_MISTAKES)]
+
+
+@pytest.mark.parametrize("check, message, wrong", [
+    pytest.param(check, message, wrong, id=f"{check.__name__}-{i}")
+    for check, mistakes in TABLE for i, (message, wrong) in enumerate(mistakes.items())])
+def test_each_listed_mistake_is_named(check, message, wrong):
+    with pytest.raises(ExerciseFailure) as info:
+        check(wrong)
+    assert message in str(info.value)
+
+
+def test_attention_checks_pass_their_references(capsys):
+    attention_ex.check_pattern_cache_bytes(attention_ex._pattern_bytes_ref)
+    attention_ex.check_attention_pattern(attention_ex._pattern_ref)
+    attention_ex.check_previous_token_score(heads.previous_token_scores)
+    attention_ex.check_induction_score(heads.induction_scores)
+    attention_ex.check_kv_head_of(attention_ex._kv_ref)
+    attention_ex.check_js_divergence(attention_ex._js_ref)
+    assert capsys.readouterr().out.count("\N{CHECK MARK}") == 8    # 6 checks, 2 with a planted-model line

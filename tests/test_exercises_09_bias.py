@@ -1,0 +1,61 @@
+"""Notebook 09's checks: each passes its reference and names each mistake, listed or not."""
+
+import pytest
+import torch
+
+from phi4lab.bias import control_labels
+from phi4lab.exercises import ExerciseFailure
+from phi4lab.exercises import bias as bias_ex
+
+TABLE = [(bias_ex.check_word_logprob, bias_ex.WORD_MISTAKES), (bias_ex.check_diff_of_means, bias_ex.DOM_MISTAKES),
+         (bias_ex.check_steering_hook, bias_ex.STEER_MISTAKES)]
+
+
+@pytest.mark.parametrize("check, message, wrong", [
+    pytest.param(check, message, wrong, id=f"{check.__name__}-{i}")
+    for check, mistakes in TABLE for i, (message, wrong) in enumerate(mistakes.items())])
+def test_each_listed_mistake_is_named(check, message, wrong):
+    with pytest.raises(ExerciseFailure) as info:
+        check(wrong)
+    assert message in str(info.value)
+
+
+def test_bias_checks_without_a_reference_table_name_their_mistakes():
+    def ci(level):
+        def fn(values, n, seed):
+            g = torch.Generator().manual_seed(seed)
+            means = values[torch.randint(0, len(values), (n, len(values)), generator=g)].mean(-1)
+            tail = (1 - level) / 2
+            return torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=values.dtype)).tolist()
+        return fn
+    bias_ex.check_bootstrap_ci(ci(0.95))
+    with pytest.raises(ExerciseFailure, match="97.5th percentiles"):
+        bias_ex.check_bootstrap_ci(ci(0.90))
+    with pytest.raises(ExerciseFailure, match="\\*with\\* replacement"):
+        bias_ex.check_bootstrap_ci(lambda v, n, s: (v.mean(), v.mean()))
+    with pytest.raises(ExerciseFailure, match="word \\*type\\*"):
+        bias_ex.check_control_labels(lambda words, seed: torch.arange(len(words)) % 2)
+    with pytest.raises(ExerciseFailure, match="different seeds"):
+        fixed = {"aunt": 1, "king": 1, "man": 0, "queen": 0, "uncle": 1, "woman": 0}
+        bias_ex.check_control_labels(lambda words, seed: torch.tensor([fixed[w] for w in words]))
+    with pytest.raises(ExerciseFailure, match="no slot"):
+        bias_ex.check_fill_frame(lambda frame, occupation: frame.replace("{occupation}", occupation))
+    with pytest.raises(ExerciseFailure, match="in place"):
+        def inplace(resid, direction, alpha):
+            resid[:, -1] += alpha * direction
+            return resid
+        bias_ex.check_steering_hook(inplace)
+
+
+def test_bias_checks_pass_their_references(capsys):
+    def fill(frame, occupation):
+        if frame.count("{occupation}") != 1:
+            raise ValueError("needs exactly one {occupation} slot")
+        return frame.replace("{occupation}", occupation)
+    bias_ex.check_fill_frame(fill)
+    bias_ex.check_word_logprob(bias_ex._word_ref)
+    bias_ex.check_bootstrap_ci(lambda v, n, s: bias_ex._ci_ref(v, n, s).tolist())
+    bias_ex.check_diff_of_means(bias_ex._dom_ref)
+    bias_ex.check_control_labels(control_labels)
+    bias_ex.check_steering_hook(bias_ex._steer_ref)
+    assert capsys.readouterr().out.count("\N{CHECK MARK}") == 6
