@@ -197,7 +197,7 @@ class Phi4(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        rope = _rope(cfg)
+        rope = rope_parameters(cfg)
         if rope.get("partial_rotary_factor", 1.0) != 1.0:
             raise ValueError("this from-scratch model rotates the whole head (Phi-4); "
                              f"the config asks for partial_rotary_factor={rope['partial_rotary_factor']}")
@@ -242,7 +242,7 @@ class Phi4(nn.Module):
         return model.to(next(hf_model.parameters()).dtype).eval()
 
 
-def _rope(cfg) -> dict:
+def rope_parameters(cfg) -> dict:
     """RoPE settings: transformers 5 keeps them in cfg.rope_parameters, older versions in fields."""
     params = dict(getattr(cfg, "rope_parameters", None) or {})
     params.setdefault("rope_theta", getattr(cfg, "rope_theta", 10_000.0))
