@@ -189,3 +189,14 @@ def test_patch_heads_at_is_patch_of_one_head_at_one_position(model, tokens):
         patch_heads_at(model, corrupt, 1, 2, values, position=7)
     with pytest.raises(IndexError, match="head"):
         patch_heads_at(model, corrupt, 1, model.cfg.n_heads, values)
+
+
+def test_patch_reuses_a_clean_cache(model, tokens):
+    clean, corrupt = tokens, tokens.flip(-1)
+    _, cache = model.run_with_cache(clean)
+    for name, kwargs in (("blocks.1.hook_resid_pre", dict(positions=[2])), ("blocks.0.attn.hook_z", dict(head=3))):
+        torch.testing.assert_close(patch(model, clean, corrupt, name, clean_cache=cache, **kwargs),
+                                   patch(model, clean, corrupt, name, **kwargs))
+    _, partial = model.run_with_cache(clean, names_filter="blocks.0.hook_resid_pre")
+    with pytest.raises(KeyError, match="clean_cache has no 'blocks.1.hook_resid_pre'"):
+        patch(model, clean, corrupt, "blocks.1.hook_resid_pre", clean_cache=partial)

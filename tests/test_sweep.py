@@ -124,3 +124,46 @@ def test_bad_input_is_refused_clearly(model, prompts):
         sweep.resid_pre_sweep(model, clean, corrupt, lambda logits: logits.sum(), chunk=4)
     with pytest.raises(ValueError, match="empty"):
         sweep.head_out_sweep(model, clean[:, :0], corrupt[:, :0], METRIC)
+
+
+def _copy_pairs(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    first = torch.randint(10, 4000, (n, 12), generator=g)
+    clean = torch.cat([first, first[:, :6]], dim=1)
+    corrupt = clean.clone()
+    corrupt[:, 6] = torch.randint(10, 4000, (n,), generator=g)
+    return clean, corrupt, sweep.logit_difference(clean[:, 6], corrupt[:, 6])
+
+
+def test_attribution_patching_is_transformer_lens_and_tracks_the_exact_sweep(tiny_model):
+    from transformer_lens.tools.analysis.attribution_patching import attribution_patch as tl_attribution
+
+    clean, corrupt, metric = _copy_pairs(4)
+    estimate = sweep.attribution_patch(tiny_model, clean, corrupt, metric)
+    assert estimate["resid_pre"].shape == (4, 18, 4) and estimate["head_out"].shape == (4, 8, 4)
+    # TransformerLens scores one pair at a time, per head and position; summed over positions it is ours
+    for i in range(2):
+        pair_metric = sweep.logit_difference(clean[i, 6], corrupt[i, 6])
+        result = tl_attribution(tiny_model, clean[i:i + 1], corrupt[i:i + 1],
+                                lambda logits, pair_metric=pair_metric: pair_metric(logits.reshape(-1, *logits.shape[-2:])[None, :, -1])[0].sum())
+        theirs = torch.zeros(4, 8)
+        for node, score in result.node_scores.items():
+            if node.kind == "attn_head_out":
+                theirs[node.layer, node.head] += score
+        torch.testing.assert_close(estimate["head_out"][..., i], theirs, atol=1e-3, rtol=1e-3)
+    # where the prompts agree the estimate is exactly 0; elsewhere it follows the exact sweep
+    assert torch.equal(estimate["resid_pre"][0, torch.arange(18) != 6], torch.zeros(17, 4))
+    corrupt_value = _metric_of(tiny_model, corrupt, metric).detach()
+    exact = sweep.resid_pre_sweep(tiny_model, clean, corrupt, metric) - corrupt_value
+    r = torch.corrcoef(torch.stack([estimate["resid_pre"].mean(-1).flatten(), exact.mean(-1).flatten()]))[0, 1]
+    assert r > 0.95, r
+
+
+def test_intervals_over_prompt_pairs(tiny_model):
+    clean, corrupt, metric = _copy_pairs(6)
+    values = sweep.head_out_sweep(tiny_model, clean, corrupt, metric)              # [L, H, pairs]
+    mean, low, high = sweep.interval(values, n=200)
+    torch.testing.assert_close(mean, values.double().mean(-1))
+    assert (low <= mean).all() and (mean <= high).all() and (high - low > 0).any()
+    with pytest.raises(ValueError, match="at least 2 units"):
+        sweep.interval(values[..., :1])

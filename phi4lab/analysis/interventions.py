@@ -128,13 +128,15 @@ def patch_heads_at(model, tokens, layer: int, head: int, values: torch.Tensor, p
 
 @torch.no_grad()
 def patch(model, clean_tokens, corrupt_tokens, hook_name: str, positions: list[int] | None = None,
-          head: int | None = None) -> torch.Tensor:
+          head: int | None = None, clean_cache=None) -> torch.Tensor:
     """Run the corrupted prompt with `hook_name`'s activation taken from the clean run.
 
     positions: only these positions, a list of indices 0..T-1 (default all;
     negative indices are refused, not counted from the end); head: only this
     head (for per-head hooks such as ``blocks.L.attn.hook_z``; for ``hook_k`` and
     ``hook_v`` a key/value head). Both are checked before anything runs.
+    clean_cache: an ActivationCache of the clean run holding `hook_name`, to reuse across calls
+    instead of running the clean prompt again (for whole grids, ``phi4lab.analysis.sweep`` is faster).
     Returns the patched logits.
     """
     clean_tokens, corrupt_tokens = check_tokens(model, clean_tokens), check_tokens(model, corrupt_tokens)
@@ -143,5 +145,12 @@ def patch(model, clean_tokens, corrupt_tokens, hook_name: str, positions: list[i
                          "prompts must have the same shape")
     check_hook(model, hook_name)
     index = _patch_index(model, hook_name, clean_tokens.shape[-1], positions, head)
-    _, cache = model.run_with_cache(clean_tokens, names_filter=lambda n: n == hook_name)
-    return model.run_with_hooks(corrupt_tokens, fwd_hooks=[(hook_name, paste(index, cache[hook_name][index]))])
+    if clean_cache is None:
+        _, clean_cache = model.run_with_cache(clean_tokens, names_filter=lambda n: n == hook_name)
+    elif hook_name not in clean_cache.cache_dict:
+        raise KeyError(f"clean_cache has no {hook_name!r}; cache it (names_filter) or leave clean_cache out")
+    clean = clean_cache[hook_name]
+    if clean.shape[0] != clean_tokens.shape[0]:
+        raise ValueError(f"clean_cache holds {hook_name} for a batch of {clean.shape[0]}, these prompts are "
+                         f"{clean_tokens.shape[0]}: cache the same clean prompts")
+    return model.run_with_hooks(corrupt_tokens, fwd_hooks=[(hook_name, paste(index, clean[index]))])

@@ -5,9 +5,10 @@
 - ``probes``: linear probes on the residual stream, layer by layer, with a control task.
 - ``causal``: head mediation by patching, and steering along the probe direction.
 - ``card``: all of it on one model, and the one-page figure.
-- ``stats``: bootstrap intervals and Pearson's r, for all of the above.
+- bootstrap intervals and Pearson's r for all of the above come from ``phi4lab.analysis.stats``.
 """
 
+from phi4lab.analysis.stats import bootstrap, pearson
 from phi4lab.bias.card import BiasReport, card, report
 from phi4lab.bias.causal import gender_pairs, head_mediation, steer, top_mediators
 from phi4lab.bias.data import (
@@ -36,7 +37,6 @@ from phi4lab.bias.probes import (
     probe_accuracies,
     probe_layers,
 )
-from phi4lab.bias.stats import bootstrap, pearson
 
 __all__ = [
     "BLS_SOURCE", "BiasDataError", "BiasReport", "UnknownOccupationError", "bootstrap", "card", "check_frame",

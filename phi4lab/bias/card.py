@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from phi4lab.analysis.stats import bootstrap
 from phi4lab.bias import causal, data, preference, probes
-from phi4lab.bias.stats import bootstrap
 
 
 @dataclass

@@ -28,11 +28,11 @@ import torch
 from transformer_lens.utilities import get_act_name
 
 from phi4lab.analysis.interventions import patch_heads_at
+from phi4lab.analysis.stats import bootstrap
 from phi4lab.bias import data
 from phi4lab.bias._batching import batches, encode
 from phi4lab.bias.preference import class_log_ratio
 from phi4lab.bias.probes import residual_hook
-from phi4lab.bias.stats import bootstrap
 
 
 def _scores(logits: torch.Tensor, female_ids: list[int], male_ids: list[int]) -> torch.Tensor:

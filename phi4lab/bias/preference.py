@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import torch
 
+from phi4lab.analysis.stats import bootstrap, pearson
 from phi4lab.bias import data
 from phi4lab.bias._batching import batches, encode
-from phi4lab.bias.stats import bootstrap, pearson
 
 
 @torch.no_grad()

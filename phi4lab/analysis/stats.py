@@ -1,4 +1,4 @@
-"""Statistics for the bias probes: bootstrap intervals and Pearson's r.
+"""Statistics over units (prompts, frames, occupations): bootstrap intervals and Pearson's r.
 
 **Confidence intervals.** One frame is one way of asking; the answer depends on the
 frame. The bootstrap resamples the units (frames, occupations, prompt pairs) with
