@@ -28,7 +28,7 @@ DNNL_ISA_default := SSE41
 DNNL_ISA_avx2 := AVX2
 DNNL_ISA_avx512 := AVX512_CORE
 PORTABLE_NOTEBOOKS ?= course/01_architecture.ipynb course/06_causal_interventions.ipynb \
-                      course/07_mixed_precision.ipynb course/08_finetuning.ipynb
+                      course/07_mixed_precision.ipynb course/08_finetuning.ipynb course/10_circuits.ipynb
 
 $(STAMP): constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
