@@ -77,6 +77,25 @@ def test_planted_path_patching_finds_the_path_and_only_it(planted_model, inducti
     assert grid.shape == (1, 4) and grid.argmax() == prev[1]
 
 
+def test_path_patching_reaches_queries_keys_and_values_alike():
+    """A positive control: on a random twin every kind of receiver input moves the metric."""
+    import phi4lab
+    from phi4lab.model.config import scaled
+
+    model = phi4lab.load(config=scaled(d_model=64, n_layers=2), seed=0)
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randint(0, 1000, (2, 9), generator=g)
+    corrupt = clean.clone()
+    corrupt[:, 3] = (corrupt[:, 3] + 11) % 1000
+    metric = sweep.logit_difference([5, 6], [7, 8])
+    base = metric(model(corrupt)[None, :, -1])[0]
+    senders = [(0, h) for h in range(model.cfg.n_heads)]
+    for kind in "qkv":
+        moved = path_patch(model, clean, corrupt, senders, [(1, 2, kind)], metric)
+        still = path_patch(model, corrupt, corrupt, senders, [(1, 2, kind)], metric)   # nothing to paste
+        assert (still - base).abs().max() < 1e-7 and (moved - base).abs().max() > 1e-5, kind
+
+
 def test_path_patching_refuses_impossible_paths(planted_model, induction_pair):
     clean, corrupt, metric = induction_pair
     with pytest.raises(ValueError, match="not before the first receiver layer"):

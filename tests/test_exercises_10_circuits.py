@@ -51,6 +51,13 @@ def test_the_freeze_hook_check_names_its_mistakes():
             return out
         return hook
 
+    def in_place_on_z(corrupt_z, clean_z, senders):       # TransformerLens style: edit z, return nothing
+        def hook(z, hook):
+            z[:] = corrupt_z
+            z[:, :, senders] = clean_z[:, :, senders]
+        return hook
+    circuits_ex.check_freeze_hook(in_place_on_z)
+
     for wrong, words in ((from_live, "start from corrupt_z"), (in_place, "changed the cached"),
                          (wrong_axis, "head axis of hook_z is axis 2")):
         with pytest.raises(ExerciseFailure, match=words):

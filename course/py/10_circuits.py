@@ -264,7 +264,7 @@ checks.check_qk_by_offset(qk_by_offset)
 # %% [markdown]
 # **Predict, then run.** Notebook 05 found phi4-tiny's previous-token heads in layer 2 from their attention on real text. From the weights alone, at which offset will those heads score highest? And will every head of layer 2 agree?
 #
-# <details><summary>Answer (after running the next cell)</summary>Most layer-2 heads peak at offset 1, from W_Q, W_K and the rotation alone. Not all: a head that cares about content more than position has a flat profile, and the average vector stands for no token in particular.</details>
+# <details><summary>Answer (after running the next cell)</summary>Most layer-2 heads peak at offset 1, from W_Q, W_K and the rotation alone. Not all: some prefer another offset or hardly care about position, and the average vector stands for no token in particular.</details>
 
 # %%
 offsets = 8
@@ -436,7 +436,7 @@ for name, senders, kind in (("L0H0 -> L1H3 keys", [prev], "k"), ("L0H0 -> L1H3 q
 #
 # **Predict, then run.** Patch one layer-2 head at a time into the keys of all of layer 3. phi4-tiny has several previous-token heads in layer 2. How much will the best single head restore: nearly all, about half, or little?
 #
-# <details><summary>Answer (after running the next two cells)</summary>Little: no single head restores more than a small fraction. All of layer 2 together restores much more. The previous-token signal is spread over several heads, and because a softmax decides where an induction head looks, the parts do not add up; one head's share of the signal is not enough to move the attention.</details>
+# <details><summary>Answer (after running the next two cells)</summary>Little: no single head restores more than a small fraction. All of layer 2 together restores much more, and more than the single heads' shares added up. The previous-token signal is spread over several heads, and because a softmax decides where an induction head looks, the parts do not add up; one head's share of the signal is not enough to move the attention.</details>
 
 # %%
 key_corrupt = clean.clone()
@@ -451,7 +451,8 @@ print(f"corrupting the token before A: logit(A) - logit(B) falls from {clean_val
 singles = path_patch_senders(model, clean, key_corrupt, into_keys, metric).mean(-1)     # [layers 0-2, heads]
 singles_share = (singles - key_value.mean()) / (clean_value.mean() - key_value.mean())
 best = divmod(int(singles_share.argmax()), model.cfg.n_heads)
-print(f"one head at a time into layer 3's keys: the best, L{best[0]}H{best[1]}, restores {share(singles_share.max())}")
+print(f"one head at a time (each head of layers 0-2) into layer 3's keys: the best, L{best[0]}H{best[1]}, "
+      f"restores {share(singles_share.max())}; layer 2's eight single shares add up to {share(singles_share[2].sum())}")
 
 # %%
 layer_2 = [(2, h) for h in range(model.cfg.n_heads)]
@@ -464,12 +465,12 @@ for name, senders, kind in (("all of layer 2 -> layer 3 keys", layer_2, "k"),
     print(f"{name:34s} restores {share(restored(path_patch(model, clean, key_corrupt, senders, receivers, metric)))}")
 
 # %% [markdown]
-# The weights said layer 2 composes with layer 3's keys; patching says that path carries about half of the effect, and that the queries and values of layer 3 do not care about layer 2 here. Layers 0 and 1 reach layer 3's keys only through layer 2. What is not restored runs along paths we froze: through layer 2's effect on other layer-2 heads' inputs, and through the MLPs' share of the key signal.
+# The weights said layer 2 composes with layer 3's keys; patching says that path carries about half of the effect, and that the queries and values of layer 3 do not care about layer 2 here. Layers 0 and 1 reach layer 3's keys only through layer 2. What is not restored reaches layer 3's keys by routes this experiment keeps corrupted: the corrupted token's own embedding, the MLPs that read it, and the heads of layers 0 and 1.
 
 # %% [markdown]
 # ## 6. Patching over a dataset, with intervals
 #
-# One pair proves little; notebook 06 used 16 and bootstrapped. `phi4lab.analysis.sweep` runs the grids of notebook 06 much faster and keeps one value per pair: patching the residual stream entering layer l at position p leaves every layer below l and every position before p exactly as in the corrupted run, so those activations (and their keys and values) are reused, and the patches of a layer run as one batch. The numbers are TransformerLens' own, as the next cells check; `benchmarks/patching_sweep.py` times both.
+# One pair proves little; notebook 06 used 16 and bootstrapped. `phi4lab.analysis.sweep` runs the grids of notebook 06 much faster and keeps one value per pair: patching the residual stream entering layer l at position p leaves every layer below l and every position before p exactly as in the corrupted run, so those activations (and their keys and values) are reused, and the patches of a layer run in a few batches, each recomputed from its first patch's position. The numbers are TransformerLens' own, as the next cells check; `benchmarks/patching_sweep.py` times both.
 
 # %%
 # NBVAL_IGNORE_OUTPUT

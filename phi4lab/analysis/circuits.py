@@ -15,8 +15,8 @@ handles each:
 1. **RMSNorm weights are not folded in.** phi4lab keeps Hugging Face's weights as they are, so
    a head reads ``rms_norm(x) * w_ln``, not x. Every function here multiplies the reading
    layer's norm weight into W_Q, W_K and W_V (``folded``), as TransformerLens does when it
-   "processes" weights. Dividing by the RMS itself is a positive scale per position; it is left
-   out, as the textbook does.
+   "processes" weights. The division by the RMS is kept too: every residual vector a circuit is
+   fed (token embeddings, or measured residuals) is RMS-normalised first, as the head's norm does.
 2. **RoPE makes QK depend on position.** Queries and keys are rotated by their positions before
    the dot product, so the score of a query i and a key j is ``q . R_(j-i) k``: one bilinear form
    per offset, not one matrix. ``qk_by_offset`` computes the positional part of a head's
@@ -160,7 +160,8 @@ def copying_score(circuit: FactoredMatrix) -> float:
     suppressor, about 0 neither.
     """
     eig = circuit.eigenvalues
-    return (eig.sum().real / eig.abs().sum()).item()
+    total = eig.abs().sum()
+    return 0.0 if total == 0 else (eig.sum().real / total).item()     # a head that writes nothing copies nothing
 
 
 @torch.no_grad()
@@ -202,7 +203,8 @@ def qk_by_offset(model, layer: int, head: int, max_offset: int = 16, query=None,
     With RoPE, a query q at position i and a key k at position j score ``R_i q . R_j k = R_(i-j) q . k``
     (divided by sqrt(d_head)). Here q and k are the head's query and key of one residual vector each:
     `query` and `key` (default: the average token's normalised embedding, for both), through the
-    layer's folded W_Q and its group's W_K. A previous-token head peaks at offset 1; a head that
+    layer's folded W_Q and its group's W_K, each RMS-normalised first as the head's norm does.
+    A previous-token head peaks at offset 1; a head that
     does not care about position is flat. Softmax over a real prompt's keys turns these scores into
     attention, so read differences, not levels.
     """
@@ -213,6 +215,8 @@ def qk_by_offset(model, layer: int, head: int, max_offset: int = 16, query=None,
     query = base if query is None else torch.as_tensor(query, dtype=torch.float32)
     key = base if key is None else torch.as_tensor(key, dtype=torch.float32)
     weights = folded(model, layer)
+    # the head's norm divides its input by its RMS: do the same to the vectors it is fed
+    query, key = (_rms_rows(v[None], model.cfg.eps)[0] for v in (query, key))
     q = query.to(weights["W_Q"]) @ weights["W_Q"][head]                        # [d_head]
     k = key.to(weights["W_K"]) @ weights["W_K"][kv_group(model, head)]
     cfg = hf_config(model)
@@ -227,16 +231,18 @@ def qk_circuit(model, layer: int, head: int, offset: int = 0) -> FactoredMatrix:
 
     Entry (s, t): the score of a query whose residual is token s's embedding against a key r = offset
     tokens back whose residual is token t's, ``R_r (e_s W_Q) . (e_t W_K) / sqrt(d_head)``, norm
-    weights folded in. As for the OV circuit, only the embedding is considered.
+    weights folded in, each embedding RMS-normalised as the head's norm does. As for the OV circuit,
+    only the embedding is considered.
     """
     check_head(model, layer, head)
     if offset < 0:
         raise ValueError(f"offset counts keys back from the query, so it must be >= 0, got {offset}")
     weights = folded(model, layer)
     cos, sin = _rotation(model, offset)
-    q = model.W_E.detach() @ weights["W_Q"][head]                               # [vocab, d_head]
+    x = _rms_rows(model.W_E.detach(), model.cfg.eps).to(weights["W_Q"].dtype)
+    q = x @ weights["W_Q"][head]                                                # [vocab, d_head]
     q = apply_rotary(q[None], cos.to(q), sin.to(q))[0]
-    k = model.W_E.detach() @ weights["W_K"][kv_group(model, head)]
+    k = x @ weights["W_K"][kv_group(model, head)]
     return FactoredMatrix(q / model.cfg.d_head ** 0.5, k.T)
 
 
@@ -256,7 +262,7 @@ def composition_scores(model, kind: str, convention: str = "phi4lab") -> torch.T
 
     Elhage et al.'s score of a sender's OV map W_A and a receiver's reading map W_B is
     ``||W_A W_B||_F / (||W_A||_F ||W_B||_F)``: 1 when the receiver reads exactly what the sender
-    writes, and small (about sqrt(d_head / d_model) and less) for unrelated random maps.
+    writes, and small for unrelated random maps (about 1/sqrt(d_model): 0.07 for phi4-tiny's 192).
 
     convention="phi4lab" (default), for Phi-4's architecture:
         the sender's W_OV = (w_ln1 W_V[group]) W_O[head]; the receiver reads through its layer's norm
@@ -298,13 +304,19 @@ def composition_scores(model, kind: str, convention: str = "phi4lab") -> torch.T
         b_right = None
     receiver = _gram(b_left, b_right) if b_right is not None else torch.linalg.matrix_norm(b_left)
     G = b_left.shape[1]
+    v_gram = v_left.mT @ v_left                                                   # [L, H, d_head, d_head]
+    b_gram = None if b_right is None else b_right @ b_right.mT                    # [L, G, d_head, d_head]
     scores = torch.zeros(L, H, L, G, dtype=sender.dtype, device=sender.device)
     for r in range(1, L):                              # receiver layer r reads senders in layers 0 .. r-1
-        # W_OV W_B = v_left (o_right b_left[r]) b_right[r]: the middle is d_head x d_head per pair
-        middle = torch.einsum("lhdm,gme->lhgde", o_right[:r], b_left[r])           # [r, H, G, d_head, d_head]
-        a = v_left[:r, :, None] @ middle                                           # [r, H, G, d_model, d_head]
-        num = _gram(a, b_right[r][None, None]) if b_right is not None else torch.linalg.matrix_norm(a)
-        denominator = sender[:r, :, None] * receiver[r][None, None]
-        # a head that writes nothing (or reads nothing) composes with nothing: 0, not 0/0
-        scores[:r, :, r] = torch.where(denominator > 0, num / denominator.clamp_min(1e-30), 0.0)
+        for s in range(r):                             # one sender layer at a time: memory H x G x d_head^2
+            # ||W_V W_O b_left b_right||_F^2 = tr(M^T (W_V^T W_V) M (b_right b_right^T)) with M = W_O b_left:
+            # only d_head x d_head matrices, never a d_model-sized product
+            middle = torch.einsum("hdm,gme->hgde", o_right[s], b_left[r])          # [H, G, d_head, d_head]
+            inner = middle.mT @ v_gram[s][:, None] @ middle
+            if b_gram is not None:
+                inner = inner @ b_gram[r][None]
+            num = torch.sqrt(torch.diagonal(inner, dim1=-2, dim2=-1).sum(-1).clamp_min(0))
+            denominator = sender[s][:, None] * receiver[r][None]
+            # a head that writes nothing (or reads nothing) composes with nothing: 0, not 0/0
+            scores[s, :, r] = torch.where(denominator > 0, num / denominator.clamp_min(1e-30), 0.0)
     return scores
