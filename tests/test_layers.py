@@ -16,6 +16,7 @@ LAYERS = [
     ["phi4lab.scratch"],
     ["phi4lab.training"],
     ["phi4lab.analysis"],
+    ["phi4lab.dictionaries"],
     ["phi4lab.bias"],
     ["phi4lab.viz"],
     ["phi4lab.recipes"],

@@ -1,0 +1,12 @@
+"""Sparse dictionaries: sparse autoencoders trained on a model's activations, and what they find.
+
+- ``sae``: the SparseAutoencoder module (TopK, and ReLU + L1), written to be read.
+- ``activations``: collecting a hook point's activations over token batches, memory checked first.
+- ``training``: the training loop (decoder on the unit sphere, dead latents revived by an auxiliary loss).
+- ``files``: SAELens's file format (``cfg.json`` + ``sae_weights.safetensors``), hash-checked on load.
+- ``evaluate``: FVU, L0, dead and dense latents, and the loss recovered when the SAE is spliced in.
+"""
+
+from phi4lab.dictionaries.sae import SparseAutoencoder
+
+__all__ = ["SparseAutoencoder"]
