@@ -269,11 +269,11 @@ def test_hostile_strings_run_no_script_in_any_view(browser, tmp_path):
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).parent))
-    from test_viz import HOSTILE, hostile_views
+    from test_viz import HOSTILE, hostile_feature_pages, hostile_views
 
     from phi4lab.model.tokenizer import phi4_tokenizer
     from phi4lab.viz import tokens as token_explorer
-    pages = {f"view{i}.html": v for i, v in enumerate(hostile_views())}
+    pages = {f"view{i}.html": v for i, v in enumerate(hostile_views() + hostile_feature_pages())}
     for name, view in pages.items():
         view.save(tmp_path / name)
     typed = " ".join(HOSTILE)
@@ -294,3 +294,30 @@ def test_hostile_strings_run_no_script_in_any_view(browser, tmp_path):
             page.mouse.move(box["x"] + 2, box["y"] + box["height"] - 2)     # last query, key 0
             assert HOSTILE[0] in page.locator(".tip").inner_text(), name
         page.close()
+
+
+def test_feature_index_search_filters_rows_offline(browser, tmp_path):
+    """The feature index's search box hides the rows that do not match, with no network."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_viz import hostile_feature_pages
+
+    _, index = hostile_feature_pages()
+    index.save(tmp_path / "index.html")
+    page = browser.new_page()
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((tmp_path / "index.html").as_uri())
+    rows = page.locator("tr[data-latent]")
+    assert rows.count() == 10
+    page.fill("input.search", "7")
+    shown = [i for i in range(10) if rows.nth(i).is_visible()]
+    assert 7 in shown and all("7" in rows.nth(i).inner_text().lower() for i in shown), shown   # only matching rows
+    assert len(shown) < 10 or all("7" in rows.nth(i).inner_text() for i in range(10))
+    page.fill("input.search", "")
+    assert all(rows.nth(i).is_visible() for i in range(10))
+    assert not errors and all(u.startswith("file://") for u in requests), (errors, requests)
+    page.close()

@@ -221,3 +221,38 @@ def test_the_views_style_and_script_ship_in_the_wheel(tmp_path):
         assert f"phi4lab/viz/assets/{asset}" in names, f"{asset} is missing from the wheel: check package-data"
     page = viz.attention_head(causal_softmax(L=1, H=2, T=4), [str(i) for i in range(4)]).html()
     assert assets.read("attention.css") in page and "%(" not in page   # inlined, the template filled in
+
+
+class _HostileTokenizer:
+    """Every token decodes to one of the hostile strings."""
+
+    def decode(self, ids):
+        return HOSTILE[int(ids[0]) % len(HOSTILE)]
+
+
+def hostile_feature_pages():
+    """A feature dashboard and a feature index whose every token label is hostile."""
+    import phi4lab
+    from phi4lab.dictionaries import SparseAutoencoder, features
+    from phi4lab.model.config import scaled
+    from phi4lab.viz import features as feature_views
+
+    model = phi4lab.load(config=scaled(d_model=32, n_layers=1), seed=0)
+    sae = SparseAutoencoder(32, 64, "topk", k=4, seed=0)
+    tokens = torch.randint(0, 1000, (6, 12), generator=torch.Generator().manual_seed(0))
+    latents = features.latent_activations(model, sae, tokens, "blocks.0.hook_resid_post")
+    live = int((latents > 0).flatten(0, 1).sum(0).argmax())
+    hostile = _HostileTokenizer()
+    return [feature_views.feature_dashboard(model, sae, latents, tokens, live, name=HOSTILE[0], tokenizer=hostile),
+            feature_views.feature_index(model, sae, latents, tokens, which=list(range(10)), name=HOSTILE[1],
+                                        tokenizer=hostile)]
+
+
+def test_hostile_token_labels_stay_text_in_feature_pages():
+    dashboard, index = hostile_feature_pages()
+    for view, scripts in ((dashboard, 0), (index, 1)):
+        page = view.html()
+        assert page.count("<script>") == scripts and page.lower().count("</script") == scripts
+        lowered = page.lower()
+        assert "<img" not in lowered and "<svg/" not in lowered and "&lt;img·src=x·onerror" in page   # shown, escaped, spaces as ·
+        assert "http://" not in page and "https://" not in page                # nothing fetched from anywhere
