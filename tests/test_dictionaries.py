@@ -139,3 +139,19 @@ def test_loss_recovered_is_one_for_an_exact_sae_and_zero_ablation_costs(small_mo
     assert abs(clean - spliced) < 1e-4 and zeroed != clean
     report = evaluate.evaluate(small_model, sae, torch.randn(50, 32), tokens, "blocks.0.hook_resid_post")
     assert abs(report.loss_recovered - 1) < 1e-3
+
+
+@pytest.mark.slow
+def test_the_toy_model_stores_more_features_than_dimensions_only_when_they_are_sparse():
+    from phi4lab.dictionaries import toy
+
+    importance = 0.9 ** torch.arange(5)
+    result = toy.train_toy(5, 2, [1.0, 0.03], importance, steps=2000)
+    norms, overlap = toy.feature_norms(result.model), toy.interference(result.model)
+    dense, sparse = norms[0] > 0.5, norms[1] > 0.5
+    assert dense.tolist() == [True, True, False, False, False]       # the 2 most important, like PCA
+    assert (overlap[0, :2] < 0.05).all()                               # each with a direction of its own
+    assert sparse.sum() > 2 and (overlap[1, sparse] > 0.5).all()       # more features than dimensions: overlapping
+    corners = toy.phase_diagram([0.03, 1.0], [0.1, 10.0], steps=1500)  # rows: importance of feature 2; cols: density
+    assert corners[0, 1] == toy.NOT_STORED and corners[1, 1] == toy.DEDICATED
+    assert corners[0, 0] == toy.SUPERPOSITION and corners[1, 0] == toy.SUPERPOSITION

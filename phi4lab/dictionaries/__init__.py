@@ -5,6 +5,7 @@
 - ``training``: the training loop (decoder on the unit sphere, dead latents revived by an auxiliary loss).
 - ``files``: SAELens's file format (``cfg.json`` + ``sae_weights.safetensors``), hash-checked on load.
 - ``evaluate``: FVU, L0, dead and dense latents, and the loss recovered when the SAE is spliced in.
+- ``toy``: Elhage et al. 2022's toy model of superposition, where the features are known, and its phase diagram.
 - ``features``: reading latents on prompts; ablating, clamping and steering them with hooks; their output
   tokens and their direct share of a logit. (The dashboards are drawn by ``phi4lab.viz.features``.)
 """
