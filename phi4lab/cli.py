@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--warmup-steps", type=int, default=None,
                       help="steps of the tied, synthetic-only warm-up (default: the recipe's; 0 skips it)")
     tiny.add_argument("--archive", type=Path, default=None)
-    saes = sub.add_parser("build-saes", help="rebuild phi4-tiny's shipped SAEs (about ten minutes on 2 CPU cores)")
+    saes = sub.add_parser("build-saes", help="rebuild phi4-tiny's shipped SAEs (about three minutes on 2 CPU cores)")
     saes.add_argument("--out", type=Path, default=Path("build/saes/phi4-tiny"),
                       help="output folder (data/saes/phi4-tiny is the shipped copy)")
     saes.add_argument("--archive", type=Path, default=None)

@@ -27,8 +27,8 @@ CONFIG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
 # The SAEs that ship with phi4lab (phi4lab.recipes.saes builds them), and their weights' sha256.
 SHIPPED_DIR = DATA_DIR / "saes" / "phi4-tiny"
 SHIPPED: dict[str, str] = {
-    "blocks.2.hook_resid_post": "9eb126a23bf8e57c85e901329947b9f3ce6b86b81ab3fc7ae2b5d2e4223ef2bc",
-    "blocks.3.hook_resid_post": "6335ce3b464924f4d2319078455acba9948bb15d80a0e92cd0980a846ecfec97",
+    "blocks.2.hook_resid_post": "bce945b3f3d764d9fef916520f17a6f081f507a8d25dc1ac338b74e979f765ff",
+    "blocks.3.hook_resid_post": "9635d7fefe0858544f4eb36513e1d95455016f5447286e2ebeacfb1e77e55a01",
 }
 
 

@@ -36,6 +36,34 @@ import torch.nn as nn
 KINDS = ("topk", "relu")
 
 
+class _TopKEncode(torch.autograd.Function):
+    """The TopK encoder with a sparse backward pass.
+
+    Forward: the k largest of ReLU(x_c @ W_enc + b_enc) per input, as (values, indices). Only those
+    k entries reach the loss, so the gradient is nonzero in k of the d_sae columns per input. The
+    backward pass uses that: it gathers k columns of W_enc for the input's gradient and scatters k
+    outer products into W_enc's, k x d_in work per input where autograd's dense backward does
+    d_sae x d_in twice (what eai-sparsify's fused encoder does too).
+    """
+
+    @staticmethod
+    def forward(ctx, x_c, W_enc, b_enc, k: int):
+        pre = torch.relu(torch.addmm(b_enc, x_c.reshape(-1, x_c.shape[-1]), W_enc))
+        values, indices = pre.topk(k, dim=-1, sorted=False)
+        ctx.save_for_backward(x_c.reshape(-1, x_c.shape[-1]), W_enc, indices, values)
+        ctx.shape = x_c.shape
+        return values.reshape(*x_c.shape[:-1], k), indices.reshape(*x_c.shape[:-1], k)
+
+    @staticmethod
+    def backward(ctx, grad_values, _grad_indices):
+        x_c, W_enc, indices, values = ctx.saved_tensors
+        g = grad_values.reshape(-1, indices.shape[-1]) * (values > 0)       # the ReLU: no gradient where it cut
+        grad_x = torch.nn.functional.embedding_bag(indices, W_enc.T, per_sample_weights=g, mode="sum")
+        grad_W = torch.zeros_like(W_enc.T).index_add_(0, indices.flatten(), (g[..., None] * x_c[:, None]).reshape(-1, x_c.shape[-1])).T
+        grad_b = torch.zeros(W_enc.shape[1], dtype=g.dtype, device=g.device).index_add_(0, indices.flatten(), g.flatten())
+        return grad_x.reshape(ctx.shape), grad_W, grad_b, None
+
+
 class SparseAutoencoder(nn.Module):
     """x [..., d_in] -> latents [..., d_sae] -> reconstruction [..., d_in]."""
 
@@ -67,8 +95,7 @@ class SparseAutoencoder(nn.Module):
         """A TopK SAE's latents as (values, indices), each [..., k]: the k that fire, and which they are."""
         if self.kind != "topk":
             raise ValueError("encode_topk is for TopK SAEs; use encode")
-        top = self.pre_activations(x).topk(self.k, dim=-1)
-        return torch.relu(top.values), top.indices
+        return _TopKEncode.apply(x - self.b_dec, self.W_enc, self.b_enc, self.k)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The latents, dense [..., d_sae] with zeros where a latent is off."""

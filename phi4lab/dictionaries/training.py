@@ -35,7 +35,7 @@ class SAEConfig:
     kind: str = "topk"
     k: int | None = 32                 # TopK: latents per input
     l1: float = 0.0                    # ReLU: the L1 coefficient lambda
-    lr: float = 1e-3
+    lr: float = 2e-3
     batch_size: int = 1024
     epochs: float = 1.0                # passes over the activations
     dead_after: int = 200_000          # samples without firing before a latent counts as dead
@@ -91,12 +91,18 @@ def train_sae(activations: torch.Tensor, config: SAEConfig, *, progress: bool = 
         at += config.batch_size
         for group in opt.param_groups:
             group["lr"] = config.lr * _lr_factor(step, steps, config.decay_from)
-        x_hat, z = sae(x)
+        if config.kind == "topk":          # k values and their indices: no dense [batch, d_sae] tensor at all
+            values, indices = sae.encode_topk(x)
+            x_hat = sae.decode_topk(values, indices)
+            fired = torch.zeros(config.d_sae, dtype=torch.bool).index_fill_(0, indices[values > 0], True)
+            l0 = (values > 0).sum(-1).float().mean()
+        else:
+            x_hat, z = sae(x)
+            fired, l0 = (z > 0).any(0), (z > 0).sum(-1).float().mean()
         error = x - x_hat
         loss = fvu = error.pow(2).sum(-1).mean() / variance
         if config.kind == "relu":
             loss = loss + config.l1 * (z * sae.W_dec.norm(dim=-1)).sum(-1).mean() / variance.sqrt()
-        fired = (z > 0).any(0)
         seen += len(x)
         last_fired[fired] = seen
         dead = (seen - last_fired) >= config.dead_after
@@ -115,7 +121,7 @@ def train_sae(activations: torch.Tensor, config: SAEConfig, *, progress: bool = 
         if step % log_every == 0 or step == steps - 1:
             history.step.append(step)
             history.fvu.append(fvu.item())
-            history.l0.append((z > 0).sum(-1).float().mean().item())
+            history.l0.append(l0.item())
             history.dead.append(dead.float().mean().item())
             bar.set_postfix(fvu=f"{history.fvu[-1]:.3f}", l0=f"{history.l0[-1]:.0f}", dead=f"{history.dead[-1]:.0%}")
     return sae.eval(), history
