@@ -137,6 +137,7 @@ def test_phi4_tiny_previous_token_heads_prefer_offset_one_from_the_weights(tiny_
     assert peaks.count(1) >= 4, peaks
 
 
+@pytest.mark.slow
 def test_phi4_tiny_layer_3_heads_copy_what_they_read_not_the_raw_embedding(tiny_model):
     ids = torch.arange(10, 4091)
     effective = circuits.effective_embedding(tiny_model, 3, ids)

@@ -70,6 +70,7 @@ def test_bad_arguments_are_named(setup):
         feature_views.feature_dashboard(model, sae, latents, tokens, 96)
 
 
+@pytest.mark.slow
 def test_dashboard_shows_the_top_contexts_in_order(tiny_model):
     from phi4lab.dictionaries import files
     sae, cfg = files.shipped_sae("blocks.3.hook_resid_post")

@@ -89,6 +89,7 @@ def test_identities_where_the_answer_is_known(model, prompts):
     torch.testing.assert_close(same, corrupt_value.expand(*same.shape), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_on_phi4_tiny_the_copied_token_is_read_from_its_own_position_by_layer_3(tiny_model):
     """Repeated random tokens A B C D E F ... | A B C D E F; corrupt the token after F in the first copy
     and ask whether the model still predicts it after the second F."""
@@ -135,6 +136,7 @@ def _copy_pairs(n, seed=0):
     return clean, corrupt, sweep.logit_difference(clean[:, 6], corrupt[:, 6])
 
 
+@pytest.mark.slow
 def test_attribution_patching_is_transformer_lens_and_tracks_the_exact_sweep(tiny_model):
     from transformer_lens.tools.analysis.attribution_patching import attribution_patch as tl_attribution
 
@@ -159,6 +161,7 @@ def test_attribution_patching_is_transformer_lens_and_tracks_the_exact_sweep(tin
     assert r > 0.95, r
 
 
+@pytest.mark.slow
 def test_intervals_over_prompt_pairs(tiny_model):
     clean, corrupt, metric = _copy_pairs(6)
     values = sweep.head_out_sweep(tiny_model, clean, corrupt, metric)              # [L, H, pairs]
