@@ -185,10 +185,10 @@ def self_top_fraction(circuit: FactoredMatrix, token_ids=None, chunk: int = 1024
 
 # ------------------------------------------------------------------ QK circuits with RoPE
 
-def _rotation(model, offset: int):
-    cfg = hf_config(model)
-    theta = rope_parameters(cfg)["rope_theta"]
-    return rotary_cos_sin(torch.tensor([offset]), model.cfg.d_head, theta)
+def _rotation(model, offsets: torch.Tensor):
+    """cos and sin of the rotary angles for these offsets: [len(offsets), d_head] each."""
+    theta = rope_parameters(hf_config(model))["rope_theta"]
+    return rotary_cos_sin(offsets, model.cfg.d_head, theta)
 
 
 def mean_normed_embedding(model) -> torch.Tensor:
@@ -219,9 +219,7 @@ def qk_by_offset(model, layer: int, head: int, max_offset: int = 16, query=None,
     query, key = (_rms_rows(v[None], model.cfg.eps)[0] for v in (query, key))
     q = query.to(weights["W_Q"]) @ weights["W_Q"][head]                        # [d_head]
     k = key.to(weights["W_K"]) @ weights["W_K"][kv_group(model, head)]
-    cfg = hf_config(model)
-    theta = rope_parameters(cfg)["rope_theta"]
-    cos, sin = rotary_cos_sin(torch.arange(max_offset + 1, device=q.device), model.cfg.d_head, theta)
+    cos, sin = _rotation(model, torch.arange(max_offset + 1, device=q.device))
     rotated = apply_rotary(q[None, None].expand(1, max_offset + 1, -1), cos.to(q), sin.to(q))[0]
     return (rotated @ k) / model.cfg.d_head ** 0.5
 
@@ -238,7 +236,7 @@ def qk_circuit(model, layer: int, head: int, offset: int = 0) -> FactoredMatrix:
     if offset < 0:
         raise ValueError(f"offset counts keys back from the query, so it must be >= 0, got {offset}")
     weights = folded(model, layer)
-    cos, sin = _rotation(model, offset)
+    cos, sin = _rotation(model, torch.tensor([offset]))
     x = _rms_rows(model.W_E.detach(), model.cfg.eps).to(weights["W_Q"].dtype)
     q = x @ weights["W_Q"][head]                                                # [vocab, d_head]
     q = apply_rotary(q[None], cos.to(q), sin.to(q))[0]

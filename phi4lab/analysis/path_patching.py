@@ -60,9 +60,21 @@ def path_patch(model, clean_tokens, corrupt_tokens, senders, receivers, metric) 
     position, returning [n_patches, n_prompts] (here n_patches is 1).
     """
     clean_tokens, corrupt_tokens = _check(model, clean_tokens, corrupt_tokens, senders, receivers)
+    return _path_patch(model, corrupt_tokens, *_head_outputs(model, clean_tokens, corrupt_tokens), senders, receivers,
+                       metric)
+
+
+def _head_outputs(model, clean_tokens, corrupt_tokens):
+    """Run 1: every head's output (hook_z) on the clean and on the corrupted prompts."""
     z_names = [get_act_name("z", layer) for layer in range(model.cfg.n_layers)]
     _, clean = model.run_with_cache(clean_tokens, names_filter=lambda n: n in z_names)
     _, corrupt = model.run_with_cache(corrupt_tokens, names_filter=lambda n: n in z_names)
+    return clean, corrupt
+
+
+def _path_patch(model, corrupt_tokens, clean, corrupt, senders, receivers, metric) -> torch.Tensor:
+    """Runs 2 and 3 of path_patch, from run 1's caches (checked inputs)."""
+    z_names = [get_act_name("z", layer) for layer in range(model.cfg.n_layers)]
     by_layer: dict[int, list[int]] = {}
     for layer, head in senders:
         by_layer.setdefault(layer, []).append(head)
@@ -96,8 +108,8 @@ def path_patch(model, clean_tokens, corrupt_tokens, senders, receivers, metric) 
 
     logits = model.run_with_hooks(corrupt_tokens, fwd_hooks=[paste(*r) for r in receivers])
     values = metric(logits[None, :, -1])
-    if tuple(values.shape) != (1, clean_tokens.shape[0]):
-        raise ValueError(f"the metric must return [1, n_prompts] = [1, {clean_tokens.shape[0]}] from logits "
+    if tuple(values.shape) != (1, corrupt_tokens.shape[0]):
+        raise ValueError(f"the metric must return [1, n_prompts] = [1, {corrupt_tokens.shape[0]}] from logits "
                          f"[1, n_prompts, d_vocab]; it returned {list(values.shape)}")
     return values[0]
 
@@ -108,8 +120,10 @@ def path_patch_senders(model, clean_tokens, corrupt_tokens, receivers, metric) -
     first = min(r[0] for r in receivers) if receivers else 0
     if first == 0:
         raise ValueError("the receivers must be after layer 0, so that some head can send to them")
-    out = torch.empty(first, model.cfg.n_heads, check_tokens(model, clean_tokens).shape[0])
+    clean_tokens, corrupt_tokens = _check(model, clean_tokens, corrupt_tokens, [(0, 0)], receivers)
+    caches = _head_outputs(model, clean_tokens, corrupt_tokens)        # run 1 once, shared by every sender
+    out = torch.empty(first, model.cfg.n_heads, clean_tokens.shape[0])
     for layer in range(first):
         for head in range(model.cfg.n_heads):
-            out[layer, head] = path_patch(model, clean_tokens, corrupt_tokens, [(layer, head)], receivers, metric)
+            out[layer, head] = _path_patch(model, corrupt_tokens, *caches, [(layer, head)], receivers, metric)
     return out

@@ -157,14 +157,19 @@ def _tile(t: torch.Tensor, n: int) -> torch.Tensor:
     return t.unsqueeze(0).expand(n, *t.shape).reshape(n * t.shape[0], *t.shape[1:])
 
 
-def _prepare(model, clean_tokens, corrupt_tokens):
+def _pair(model, clean_tokens, corrupt_tokens) -> tuple[_Forward, torch.Tensor, torch.Tensor]:
+    """The forward pass on the model's weights, and the checked clean and corrupted tokens on its device."""
     clean_tokens, corrupt_tokens = check_tokens(model, clean_tokens), check_tokens(model, corrupt_tokens)
     if clean_tokens.shape != corrupt_tokens.shape:
         raise ValueError(f"clean {tuple(clean_tokens.shape)} and corrupted {tuple(corrupt_tokens.shape)} prompts "
                          "must have the same shape: pair each clean prompt with a corrupted one of the same length")
     forward = _Forward(model)
-    device = forward.device
-    return forward, forward.run(clean_tokens.to(device)), forward.run(corrupt_tokens.to(device))
+    return forward, clean_tokens.to(forward.device), corrupt_tokens.to(forward.device)
+
+
+def _prepare(model, clean_tokens, corrupt_tokens):
+    forward, clean_tokens, corrupt_tokens = _pair(model, clean_tokens, corrupt_tokens)
+    return forward, forward.run(clean_tokens), forward.run(corrupt_tokens)
 
 
 def _apply(metric, logits: torch.Tensor, n_patches: int, n_prompts: int) -> torch.Tensor:
@@ -239,8 +244,8 @@ def attribution_patch(model, clean_tokens, corrupt_tokens, metric) -> dict[str, 
     exact for a metric linear in the activation and fails where the model is far from linear between
     the two runs (a saturated softmax, an attention pattern that switches), which is what the comparison shows.
     """
-    forward, clean, _ = _prepare(model, clean_tokens, corrupt_tokens)
-    corrupt_tokens = check_tokens(model, corrupt_tokens).to(forward.device)
+    forward, clean_tokens, corrupt_tokens = _pair(model, clean_tokens, corrupt_tokens)
+    clean = forward.run(clean_tokens)               # the corrupted run is the one below, with gradients
     resids, zs = [], []
     with torch.enable_grad():
         x = forward.embed[corrupt_tokens].detach().requires_grad_(True)
