@@ -269,11 +269,11 @@ def test_hostile_strings_run_no_script_in_any_view(browser, tmp_path):
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).parent))
-    from test_viz import HOSTILE, hostile_feature_pages, hostile_views
+    from test_viz import HOSTILE, hostile_feature_pages, hostile_graph_page, hostile_views
 
     from phi4lab.model.tokenizer import phi4_tokenizer
     from phi4lab.viz import tokens as token_explorer
-    pages = {f"view{i}.html": v for i, v in enumerate(hostile_views() + hostile_feature_pages())}
+    pages = {f"view{i}.html": v for i, v in enumerate(hostile_views() + hostile_feature_pages() + [hostile_graph_page()])}
     for name, view in pages.items():
         view.save(tmp_path / name)
     typed = " ".join(HOSTILE)
@@ -319,5 +319,37 @@ def test_feature_index_search_filters_rows_offline(browser, tmp_path):
     assert len(shown) < 10 or all("7" in rows.nth(i).inner_text() for i in range(10))
     page.fill("input.search", "")
     assert all(rows.nth(i).is_visible() for i in range(10))
+    assert not errors and all(u.startswith("file://") for u in requests), (errors, requests)
+    page.close()
+
+
+def test_graph_page_draws_the_graph_and_hover_highlights_edges_offline(browser, tmp_path, tiny_model):
+    """The attribution graph of an induction prompt, in Chromium: nodes and edges laid out on the page, hovering
+    a node highlights exactly its edges, nothing requested from the network, no script error."""
+    import torch
+
+    from phi4lab.dictionaries import files, graphs
+    from phi4lab.viz.graphs import graph_view
+
+    first = torch.randint(10, 4000, (10,), generator=torch.Generator().manual_seed(1))
+    graph = graphs.attribute(tiny_model, files.shipped_transcoders(), torch.cat([first, first[:-1]]))
+    graph_view(graph, tiny_model.tokenizer).save(tmp_path / "graph.html")
+    page = browser.new_page()
+    requests, errors = [], []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((tmp_path / "graph.html").as_uri())
+    box = page.locator("svg").first.bounding_box()
+    assert box["width"] > 300 and box["height"] > 200
+    assert page.locator(".node.feature").count() >= 5 and page.locator(".edge").count() >= 10
+    logit = page.locator(".node.logit").first
+    node_id = logit.get_attribute("data-node")
+    logit.hover()
+    lit = page.locator(".edge.hl")
+    assert lit.count() > 0 and all(lit.nth(i).get_attribute("data-t") == node_id or
+                                   lit.nth(i).get_attribute("data-s") == node_id for i in range(lit.count()))
+    assert page.locator(".edge.dim").count() + lit.count() == page.locator(".edge").count()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "attribution-graph.png"))
     assert not errors and all(u.startswith("file://") for u in requests), (errors, requests)
     page.close()

@@ -248,6 +248,28 @@ def hostile_feature_pages():
                                         tokenizer=hostile)]
 
 
+def hostile_graph_page():
+    """An attribution graph page of a small random model and random transcoders, every token label hostile."""
+    import phi4lab
+    from phi4lab.dictionaries.graphs import attribute
+    from phi4lab.dictionaries.sae import Transcoder
+    from phi4lab.model.config import scaled
+    from phi4lab.viz.graphs import graph_view
+
+    model = phi4lab.load(config=scaled(d_model=32, n_layers=2), seed=0)
+    transcoders = {layer: Transcoder(32, 64, 32, k=4, seed=layer) for layer in range(2)}
+    graph = attribute(model, transcoders, torch.arange(5) * 7 + 3)
+    return graph_view(graph, _HostileTokenizer(), node_threshold=1.0, edge_threshold=1.0, title=HOSTILE[2])
+
+
+def test_hostile_token_labels_stay_text_in_the_graph_page():
+    page = hostile_graph_page().html()
+    assert page.count("<script>") == 1 and page.lower().count("</script") == 1
+    lowered = page.lower()
+    assert "<img" not in lowered and "<svg/" not in lowered and "&lt;img·src=x·onerror" in page
+    assert "http://" not in page and "https://" not in page
+
+
 def test_hostile_token_labels_stay_text_in_feature_pages():
     dashboard, index = hostile_feature_pages()
     for view, scripts in ((dashboard, 0), (index, 1)):

@@ -76,6 +76,7 @@ class SparseAutoencoder(nn.Module):
         if kind == "topk" and not (isinstance(k, int) and 0 < k <= d_sae):
             raise ValueError(f"a TopK SAE needs 0 < k <= d_sae = {d_sae}, got k = {k!r}")
         self.d_in, self.d_sae, self.kind, self.k = d_in, d_sae, kind, k if kind == "topk" else None
+        self.d_out = d_in
         g = torch.Generator().manual_seed(seed)
         # Decoder rows: random unit directions. The encoder starts as the decoder's transpose, so that
         # at step 0 each latent reads the direction it writes (Gao et al. 2024, section 2.4).
@@ -88,14 +89,18 @@ class SparseAutoencoder(nn.Module):
 
     # ---------------------------------------------------------------- the forward pass
 
+    def centre(self, x: torch.Tensor) -> torch.Tensor:
+        """What the encoder reads: x - b_dec (the SAE encodes deviations from its decoder bias)."""
+        return x - self.b_dec
+
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.b_dec) @ self.W_enc + self.b_enc
+        return self.centre(x) @ self.W_enc + self.b_enc
 
     def encode_topk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A TopK SAE's latents as (values, indices), each [..., k]: the k that fire, and which they are."""
         if self.kind != "topk":
             raise ValueError("encode_topk is for TopK SAEs; use encode")
-        return _TopKEncode.apply(x - self.b_dec, self.W_enc, self.b_enc, self.k)
+        return _TopKEncode.apply(self.centre(x), self.W_enc, self.b_enc, self.k)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The latents, dense [..., d_sae] with zeros where a latent is off."""
@@ -118,7 +123,7 @@ class SparseAutoencoder(nn.Module):
         """
         flat_v, flat_i = values.reshape(-1, self.k), indices.reshape(-1, self.k)
         out = torch.nn.functional.embedding_bag(flat_i, self.W_dec, per_sample_weights=flat_v, mode="sum")
-        return out.reshape(*values.shape[:-1], self.d_in) + self.b_dec
+        return out.reshape(*values.shape[:-1], self.d_out) + self.b_dec
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(reconstruction, dense latents)."""
@@ -148,4 +153,37 @@ class SparseAutoencoder(nn.Module):
         self.W_dec.grad -= (self.W_dec.grad * rows).sum(-1, keepdim=True) * rows
 
     def extra_repr(self) -> str:
-        return f"d_in={self.d_in}, d_sae={self.d_sae}, kind={self.kind!r}" + (f", k={self.k}" if self.k else "")
+        out = f", d_out={self.d_out}" if isinstance(self, Transcoder) else ""
+        return f"d_in={self.d_in}{out}, d_sae={self.d_sae}, kind={self.kind!r}" + (f", k={self.k}" if self.k else "")
+
+
+class Transcoder(SparseAutoencoder):
+    """A sparse dictionary that reads one activation and predicts another: an MLP's input -> its output.
+
+    An SAE explains an activation by itself; a transcoder (Dunefsky, Chlenski and Nanda 2024,
+    "Transcoders Find Interpretable LLM Feature Circuits", https://arxiv.org/abs/2406.11944) replaces
+    a whole MLP by a wider, sparse one: ``y_hat = TopK(x @ W_enc + b_enc) @ W_dec + b_dec``, trained
+    so that y_hat is close to what the MLP really wrote. Its latents are then the MLP's computation,
+    and (unlike an MLP's dense neurons) few of them are on at a time, which is what lets an
+    attribution graph (phi4lab.dictionaries.graphs) follow a prompt through the layers.
+
+    Same parameters and training as the SAE; two differences: ``W_dec`` is [d_sae, d_out] and
+    ``b_dec`` lives in the *output* space, so the input is not centred by it (``centre`` is the
+    identity).
+    """
+
+    def __init__(self, d_in: int, d_sae: int, d_out: int | None = None, kind: str = "topk", k: int | None = 32,
+                 seed: int = 0):
+        super().__init__(d_in, d_sae, kind, k, seed)
+        d_out = d_in if d_out is None else d_out
+        if not (isinstance(d_out, int) and d_out > 0):
+            raise ValueError(f"d_out must be a positive integer, got {d_out!r}")
+        self.d_out = d_out
+        if d_out != d_in:                  # a fresh decoder for the other space; the encoder stays as drawn
+            g = torch.Generator().manual_seed(seed + 1)
+            W_dec = torch.randn(d_sae, d_out, generator=g)
+            self.W_dec = nn.Parameter(W_dec / W_dec.norm(dim=-1, keepdim=True))
+            self.b_dec = nn.Parameter(torch.zeros(d_out))
+
+    def centre(self, x: torch.Tensor) -> torch.Tensor:
+        return x

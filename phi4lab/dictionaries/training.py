@@ -14,6 +14,10 @@ The loop, step by step (Gao et al. 2024, https://arxiv.org/abs/2406.04093, secti
 4. **The decoder stays on the unit sphere**: the gradient's component along each row is removed
    before the step, and the rows are renormalised after it.
 
+**Transcoders** train in the same loop: give ``targets`` (e.g. an MLP's outputs for the MLP inputs
+given as ``activations``), and the loss becomes the FVU of the targets; ``b_dec``, now an output bias,
+starts at the targets' mean.
+
 The trainer is deliberately small. ``benchmarks/sae_train.py`` runs it against ``eai-sparsify``,
 the production trainer it is checked against, on the same activations and budget.
 """
@@ -26,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from phi4lab.dictionaries.sae import SparseAutoencoder
+from phi4lab.dictionaries.sae import SparseAutoencoder, Transcoder
 
 
 @dataclass
@@ -61,33 +65,61 @@ def _lr_factor(step: int, total: int, decay_from: float) -> float:
     return 1.0 if step < start else max(0.0, (total - step) / max(1, total - start))
 
 
-def train_sae(activations: torch.Tensor, config: SAEConfig, *, progress: bool = True,
-              log_every: int = 50) -> tuple[SparseAutoencoder, History]:
-    """Train an SAE on activations [n, d_in] (e.g. from phi4lab.dictionaries.activations.collect)."""
+def aux_loss(sae: SparseAutoencoder, x: torch.Tensor, error: torch.Tensor, dead: torch.Tensor, aux_k: int,
+             variance: torch.Tensor) -> torch.Tensor:
+    """AuxK: how well the `aux_k` most active *dead* latents reconstruct what the live ones missed.
+
+    x [batch, d_in], error [batch, d_out] (target minus reconstruction), dead [d_sae] (bool). Only dead
+    latents compete in this TopK, so the gradient reaches exactly them; the error is detached, so the
+    live latents are not asked to make their own mistakes easier to fix. Normalised like the FVU.
+    """
+    pre = sae.pre_activations(x).masked_fill(~dead, float("-inf"))
+    top = pre.topk(min(aux_k, int(dead.sum())), dim=-1)
+    revived = torch.nn.functional.embedding_bag(top.indices, sae.W_dec, per_sample_weights=torch.relu(top.values),
+                                                mode="sum")
+    return (error.detach() - revived).pow(2).sum(-1).mean() / variance
+
+
+def train_sae(activations: torch.Tensor, config: SAEConfig, *, targets: torch.Tensor | None = None,
+              progress: bool = True, log_every: int = 50) -> tuple[SparseAutoencoder, History]:
+    """Train an SAE on activations [n, d_in] (e.g. from phi4lab.dictionaries.activations.collect).
+
+    With targets [n, d_out], a Transcoder that predicts targets[i] from activations[i] instead.
+    """
     if activations.ndim != 2 or activations.shape[0] < 2:
         raise ValueError(f"activations must be [n_samples, d_in] with at least 2 samples, got {list(activations.shape)}")
-    if not torch.isfinite(activations).all():
-        raise ValueError("the activations hold NaN or infinity: collect them again (or in fp32)")
+    if targets is not None and (targets.ndim != 2 or targets.shape[0] != activations.shape[0]):
+        raise ValueError(f"targets must be [n_samples, d_out] with one row per activation ({activations.shape[0]}), "
+                         f"got {list(targets.shape)}")
+    for name, t in (("activations", activations), ("targets", targets)):
+        if t is not None and not torch.isfinite(t).all():
+            raise ValueError(f"the {name} hold NaN or infinity: collect them again (or in fp32)")
     x_all = activations.float()
+    y_all = x_all if targets is None else targets.float()
     n, d_in = x_all.shape
-    sae = SparseAutoencoder(d_in, config.d_sae, config.kind, config.k, seed=config.seed)
+    if targets is None:
+        sae = SparseAutoencoder(d_in, config.d_sae, config.kind, config.k, seed=config.seed)
+    else:
+        sae = Transcoder(d_in, config.d_sae, y_all.shape[1], config.kind, config.k, seed=config.seed)
     with torch.no_grad():
-        mean = x_all.mean(0)
+        mean = y_all.mean(0)
         sae.b_dec.copy_(mean)
-        variance = (x_all - mean).pow(2).sum(-1).mean()                 # per sample, about the mean
+        variance = (y_all - mean).pow(2).sum(-1).mean()                 # per sample, about the mean
     opt = torch.optim.Adam(sae.parameters(), lr=config.lr)
     steps = max(1, int(math.ceil(config.epochs * n / config.batch_size)))
     g = torch.Generator().manual_seed(config.seed)
     order, at = torch.randperm(n, generator=g), 0
     last_fired = torch.zeros(config.d_sae, dtype=torch.long)           # the sample count when each latent last fired
     seen = 0
-    aux_k = config.aux_k or d_in // 2
+    aux_k = config.aux_k or y_all.shape[1] // 2
     history = History()
-    bar = tqdm(range(steps), desc=f"training a {config.kind} SAE ({config.d_sae:,} latents)", disable=not progress)
+    what = "SAE" if targets is None else "transcoder"
+    bar = tqdm(range(steps), desc=f"training a {config.kind} {what} ({config.d_sae:,} latents)", disable=not progress)
     for step in bar:
         if at + config.batch_size > n:                               # the pass is over: a new order
             order, at = torch.randperm(n, generator=g), 0
-        x = x_all[order[at:at + config.batch_size]]
+        rows = order[at:at + config.batch_size]
+        x, y = x_all[rows], y_all[rows]
         at += config.batch_size
         for group in opt.param_groups:
             group["lr"] = config.lr * _lr_factor(step, steps, config.decay_from)
@@ -99,7 +131,7 @@ def train_sae(activations: torch.Tensor, config: SAEConfig, *, progress: bool = 
         else:
             x_hat, z = sae(x)
             fired, l0 = (z > 0).any(0), (z > 0).sum(-1).float().mean()
-        error = x - x_hat
+        error = y - x_hat
         loss = fvu = error.pow(2).sum(-1).mean() / variance
         if config.kind == "relu":
             loss = loss + config.l1 * (z * sae.W_dec.norm(dim=-1)).sum(-1).mean() / variance.sqrt()
@@ -107,12 +139,7 @@ def train_sae(activations: torch.Tensor, config: SAEConfig, *, progress: bool = 
         last_fired[fired] = seen
         dead = (seen - last_fired) >= config.dead_after
         if config.kind == "topk" and dead.any():
-            pre = sae.pre_activations(x).masked_fill(~dead, float("-inf"))
-            top = pre.topk(min(aux_k, int(dead.sum())), dim=-1)
-            revived = torch.nn.functional.embedding_bag(top.indices, sae.W_dec, per_sample_weights=torch.relu(top.values),
-                                                        mode="sum")
-            aux = (error.detach() - revived).pow(2).sum(-1).mean() / variance
-            loss = loss + config.aux_coef * aux
+            loss = loss + config.aux_coef * aux_loss(sae, x, error, dead, aux_k, variance)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         sae.remove_parallel_gradient()
