@@ -214,6 +214,7 @@ class ReplacementModel:
                 out.append(torch.zeros(d))
         return out
 
+    @torch.enable_grad()         # a notebook may have turned gradients off globally; the backward passes need them
     def gradients(self, targets: list[Node], head_mask: dict | None = None):
         """One backward pass for a batch of targets: d target / d (embedding, each MLP output), [B, T, d] each."""
         reads, sites = self._reads(targets)
@@ -226,7 +227,7 @@ class ReplacementModel:
         pos = torch.tensor([node.pos for node in targets])
         objective = (stacked[rows, torch.tensor(sites), pos] * reads).sum()
         grads = torch.autograd.grad(objective, [embed, *mlp])
-        return grads[0], list(grads[1:])
+        return grads[0].detach(), [grad.detach() for grad in grads[1:]]
 
     def attribute(self, n_logits: int = 5, logit_mass: float = 0.95, batch_size: int = 256,
                   progress: bool = False) -> AttributionGraph:

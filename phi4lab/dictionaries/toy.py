@@ -64,6 +64,7 @@ class ToyResult:
     loss: list[float]
 
 
+@torch.enable_grad()             # a notebook may have turned gradients off globally; training needs them
 def train_toy(n_features: int, n_hidden: int, density, importance, *, steps: int = 3000, batch: int = 1024,
               lr: float = 1e-2, seed: int = 0) -> ToyResult:
     """Train one toy model per (density, importance) row, all at once.

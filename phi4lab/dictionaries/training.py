@@ -80,6 +80,7 @@ def aux_loss(sae: SparseAutoencoder, x: torch.Tensor, error: torch.Tensor, dead:
     return (error.detach() - revived).pow(2).sum(-1).mean() / variance
 
 
+@torch.enable_grad()             # a notebook may have turned gradients off globally; training needs them
 def train_sae(activations: torch.Tensor, config: SAEConfig, *, targets: torch.Tensor | None = None,
               progress: bool = True, log_every: int = 50) -> tuple[SparseAutoencoder, History]:
     """Train an SAE on activations [n, d_in] (e.g. from phi4lab.dictionaries.activations.collect).
