@@ -140,3 +140,22 @@ def test_the_graph_page_is_self_contained_and_deterministic(tiny_model, inductio
     assert page.count("<script>") == 1 and "http://" not in page and "https://" not in page
     assert page.count('class="edge') <= 250 and page.count('class="node feature"') >= 5
     assert "replacement score 0.9" in page
+
+
+def test_ignore_first_leaves_position_0_out_as_circuit_tracer_does(tiny_model, transcoders):
+    """circuit-tracer's convention for its BOS position: no features there and a zeroed error. The other
+    edges are direct effects, so they do not change; the replacement model still gives the real logits."""
+    tokens, _ = repeated(n=6)
+    full = graphs.ReplacementModel(tiny_model, transcoders, tokens)
+    skipped = graphs.ReplacementModel(tiny_model, transcoders, tokens, ignore_first=True)
+    assert skipped.check() < 1e-3
+    a, b = full.attribute(), skipped.attribute()
+    assert all(n.pos > 0 for n in b.nodes if n.kind == "feature")
+    assert any(n.pos == 0 for n in a.nodes if n.kind == "feature")
+    errors0 = [i for i, n in enumerate(b.nodes) if n.kind == "error" and n.pos == 0]
+    assert not b.adjacency[:, errors0].any()
+    index = {(n.kind, n.layer, n.pos, n.index): i for i, n in enumerate(a.nodes)}
+    shared = [(index[(n.kind, n.layer, n.pos, n.index)], i) for i, n in enumerate(b.nodes)
+              if (n.kind, n.layer, n.pos, n.index) in index and not (n.kind == "error" and n.pos == 0)]
+    ia, ib = torch.tensor([s for s, _ in shared]), torch.tensor([t for _, t in shared])
+    torch.testing.assert_close(a.adjacency[ia][:, ia], b.adjacency[ib][:, ib], atol=1e-5, rtol=1e-5)

@@ -74,7 +74,9 @@ class ReplacementModel:
     """The prompt's local replacement model: frozen patterns and norm scales, transcoders plus errors."""
 
     @torch.no_grad()
-    def __init__(self, model, transcoders: dict[int, Transcoder], tokens):
+    def __init__(self, model, transcoders: dict[int, Transcoder], tokens, *, ignore_first: bool = False):
+        """ignore_first: leave position 0 out of the graph (no features, its error a constant), as circuit-tracer
+        does for the BOS token it prepends: a prompt's first position is atypical (notebook 05's sinks)."""
         tokens = check_tokens(model, tokens)
         if tokens.ndim == 2:
             if tokens.shape[0] != 1:
@@ -102,6 +104,10 @@ class ReplacementModel:
             tc = transcoders[layer]
             values, indices = tc.encode_topk(f32[reads])                          # [T, k] each
             prediction = tc.decode_topk(values, indices)
+            error = f32[writes] - prediction
+            if ignore_first:
+                values, error = values.clone(), error.clone()
+                values[0], error[0] = 0.0, 0.0
             attn = model.blocks[layer].attn
             self.layers.append({
                 "scale1": f32[f"blocks.{layer}.ln1.hook_scale"], "scale2": f32[f"blocks.{layer}.ln2.hook_scale"],
@@ -111,7 +117,7 @@ class ReplacementModel:
                 "W_V": attn.W_V.detach().float(), "W_O": attn.W_O.detach().float(),
                 "b_V": getattr(attn, "b_V", None), "b_O": getattr(attn, "b_O", None),
                 "values": values, "indices": indices,
-                "mlp_out": f32[writes], "error": f32[writes] - prediction,
+                "mlp_out": f32[writes], "error": error,
                 "bias": tc.b_dec.detach().float(),
             })
         self.w_final = final_norm_weight(model).detach().float()
@@ -379,6 +385,7 @@ def _threshold(scores: torch.Tensor, share: float) -> torch.Tensor:
     return ordered[at]
 
 
-def attribute(model, transcoders: dict[int, Transcoder], tokens, **kwargs) -> AttributionGraph:
+def attribute(model, transcoders: dict[int, Transcoder], tokens, *, ignore_first: bool = False,
+              **kwargs) -> AttributionGraph:
     """The attribution graph of `tokens` (one prompt) through `transcoders` {layer: Transcoder}."""
-    return ReplacementModel(model, transcoders, tokens).attribute(**kwargs)
+    return ReplacementModel(model, transcoders, tokens, ignore_first=ignore_first).attribute(**kwargs)
