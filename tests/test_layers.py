@@ -17,7 +17,7 @@ LAYERS = [
     ["phi4lab.training"],
     ["phi4lab.analysis"],
     ["phi4lab.dictionaries"],
-    ["phi4lab.bias"],
+    ["phi4lab.bias", "phi4lab.evaluation"],
     ["phi4lab.viz"],
     ["phi4lab.recipes"],
     ["phi4lab.exercises"],
