@@ -270,6 +270,29 @@ def test_hostile_token_labels_stay_text_in_the_graph_page():
     assert "http://" not in page and "https://" not in page
 
 
+def test_invisible_characters_do_not_end_the_graph_svg():
+    """visible() marks a zero-width space or a bidi override with an HTML <span>; inside an SVG that tag
+    would close the SVG early. The graph page writes them as plain text there."""
+    import phi4lab
+    from phi4lab.dictionaries.graphs import attribute
+    from phi4lab.dictionaries.sae import Transcoder
+    from phi4lab.model.config import scaled
+    from phi4lab.viz.graphs import graph_view
+
+    class Invisible:
+        def decode(self, ids):
+            return ["\u200b", "a\u202eb", "\u2066x"][int(ids[0]) % 3]
+
+    model = phi4lab.load(config=scaled(d_model=32, n_layers=2), seed=0)
+    transcoders = {layer: Transcoder(32, 64, 32, k=4, seed=layer) for layer in range(2)}
+    page = graph_view(attribute(model, transcoders, torch.arange(6) * 5 + 1), Invisible(),
+                      node_threshold=1.0, edge_threshold=1.0).html()
+    svg = page[page.index("<svg"):page.index("</svg>")]
+    assert "<span" not in svg and "[U+200B]" in svg and "[U+202E]" in svg
+    assert svg.count("data-node=") == page.count("data-node=")           # every node is inside the SVG
+    assert '<span class="inv">[U+200B]</span>' in page[page.index("</svg>"):]   # the table keeps the styling
+
+
 def test_hostile_token_labels_stay_text_in_feature_pages():
     dashboard, index = hostile_feature_pages()
     for view, scripts in ((dashboard, 0), (index, 1)):

@@ -309,7 +309,7 @@ for name, sae in (("TopK, k = 32", sae_topk), ("ReLU + L1 (0.1)", sae_relu)):
 # Write `encoder_grad(x_c, indices, values, grad_values, d_sae)`: the gradient of the loss with respect to `W_enc` (`[d_in, d_sae]`), given the centred inputs `x_c` `[n, d_in]`, the k chosen latents per input `indices` `[n, k]`, their kept values (after the ReLU) `values` `[n, k]`, and the loss's gradient with respect to those values `grad_values` `[n, k]`. Use only the k chosen columns; never form an `[n, d_sae]` tensor.
 #
 # <details><summary>Hint 1</summary>Kept value v = relu(x_c · W_enc[:, j] + b_enc[j]) for the chosen j. Its derivative with respect to column j is x_c, where the ReLU let it through (v > 0), and 0 where it did not.</details>
-# <details><summary>Hint 2</summary>Column j collects x_c[n] · g[n, slot] for every (input, slot) that chose j. <code>torch.zeros(d_sae, d_in).index_add_(0, indices.flatten(), contributions)</code> sums them; transpose at the end.</details>
+# <details><summary>Hint 2</summary>Column j collects x_c[n] · g[n, slot] for every (input, slot) that chose j. <code>torch.zeros(d_sae, d_in, dtype=x_c.dtype).index_add_(0, indices.flatten(), contributions)</code> sums them (the check's inputs are float64); transpose at the end.</details>
 
 # %%
 def encoder_grad(x_c, indices, values, grad_values, d_sae):

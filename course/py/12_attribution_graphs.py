@@ -197,7 +197,7 @@ checks.check_edge(edge, replacement, graph)
 # %% [markdown]
 # **Predict, then run.** Which token's embedding has the largest direct effect on the top logit: the current token (the last one), the answer's own first occurrence, or the token just before that first occurrence?
 #
-# <details><summary>Answer (after running the next cell)</summary>The answer's first occurrence, by far: in the frozen model an induction head's attention to it is a fixed weight, so its embedding flows to the last position through the head's OV circuit, which copies it. The current token and the token before the first occurrence are what made the head look there, through its query and its keys; with the patterns frozen, that role is not an edge at all (section 5).</details>
+# <details><summary>Answer (after running the next cell)</summary>The answer's first occurrence, by far: in the frozen model an induction head's attention to it is a fixed weight, so its embedding flows to the last position through the head's OV circuit, which copies it. The current token and the token before the first occurrence are what made the head look there, through its query and its keys; with the patterns frozen, that role is not an edge at all (section 5). The smaller edges they do have flow through value vectors, like every edge that crosses positions.</details>
 
 # %%
 for source, weight in graph.top_sources(top, 5):

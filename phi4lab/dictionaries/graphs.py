@@ -5,7 +5,7 @@ Models" (https://transformer-circuits.pub/2025/attribution-graphs/methods.html),
 transcoders (``phi4lab.dictionaries.sae.Transcoder``) in place of their cross-layer ones.
 
 **1. A local replacement model.** Run the prompt once through the real model and keep what makes
-a transformer nonlinear: every attention pattern, and every RMSNorm's scale (the 1 / RMS it divided
+a transformer nonlinear: every attention pattern, and every RMSNorm's scale (the RMS it divided
 by). With those *frozen*, attention is a fixed mix of value vectors and each norm is a fixed
 per-position multiplication: the residual stream becomes a **linear** function of what is written
 into it. Then replace each MLP's output by its transcoder's: the active latents, each writing
@@ -88,12 +88,18 @@ class ReplacementModel:
             raise ValueError(f"every MLP needs a transcoder; none given for layers {missing} "
                              "(phi4lab.dictionaries.files.shipped_transcoder(layer) loads phi4-tiny's)")
         self.model, self.transcoders, self.tokens = model, transcoders, tokens
+        device = next(model.parameters()).device
+        elsewhere = sorted(layer for layer, tc in transcoders.items() if tc.W_enc.device != device)
+        if elsewhere:
+            raise ValueError(f"the transcoders of layers {elsewhere} are not on the model's device ({device}): "
+                             f"move them first, e.g. transcoders = {{l: t.to('{device}') for l, t in transcoders.items()}}")
+        self.device = device
         self.n_layers, self.T = n_layers, len(tokens)
         names = {"hook_embed", "ln_final.hook_scale"}
         for layer in range(n_layers):
             names |= {f"blocks.{layer}.ln1.hook_scale", f"blocks.{layer}.ln2.hook_scale",
                       f"blocks.{layer}.attn.hook_pattern", *transcoder_hooks(layer)}
-        logits, cache = model.run_with_cache(tokens[None], names_filter=lambda n: n in names)
+        logits, cache = model.run_with_cache(tokens[None].to(device), names_filter=lambda n: n in names)
         self.logits = logits[0, -1].float()
         f32 = {name: cache[name][0].float() for name in names}
         self.embed = f32["hook_embed"]                                            # [T, d]
@@ -217,7 +223,7 @@ class ReplacementModel:
             elif node.kind == "token":
                 out.append(self.embed[node.pos])
             else:
-                out.append(torch.zeros(d))
+                out.append(torch.zeros(d, device=self.device))
         return out
 
     @torch.enable_grad()         # a notebook may have turned gradients off globally; the backward passes need them
@@ -225,13 +231,14 @@ class ReplacementModel:
         """One backward pass for a batch of targets: d target / d (embedding, each MLP output), [B, T, d] each."""
         reads, sites = self._reads(targets)
         B, (T, d) = len(targets), self.embed.shape
-        embed = torch.zeros(B, T, d, requires_grad=True)              # the leaves: values do not matter,
-        mlp = [torch.zeros(B, T, d, requires_grad=True) for _ in self.layers]   # the map is linear
+        on = {"device": self.device}
+        embed = torch.zeros(B, T, d, requires_grad=True, **on)        # the leaves: values do not matter,
+        mlp = [torch.zeros(B, T, d, requires_grad=True, **on) for _ in self.layers]   # the map is linear
         mids, final = self.forward(embed, mlp, head_mask)
         stacked = torch.stack(mids + [final], dim=1)                  # [B, n_layers + 1, T, d]
-        rows = torch.arange(B)
-        pos = torch.tensor([node.pos for node in targets])
-        objective = (stacked[rows, torch.tensor(sites), pos] * reads).sum()
+        rows = torch.arange(B, **on)
+        pos = torch.tensor([node.pos for node in targets], **on)
+        objective = (stacked[rows, torch.tensor(sites, **on), pos] * reads).sum()
         grads = torch.autograd.grad(objective, [embed, *mlp])
         return grads[0].detach(), [grad.detach() for grad in grads[1:]]
 
@@ -255,9 +262,9 @@ class ReplacementModel:
             g_embed, g_mlp = self.gradients([nodes[i] for i in rows])
             for (site, layer), cols in sources_at.items():
                 grad = g_embed if site == "embed" else g_mlp[layer]             # [B, T, d]
-                pos = torch.tensor([nodes[c].pos for c in cols])
+                pos = torch.tensor([nodes[c].pos for c in cols], device=self.device)
                 adjacency[torch.tensor(rows)[:, None], torch.tensor(cols)[None]] = torch.einsum(
-                    "bsd,sd->bs", grad[:, pos], writes[cols])
+                    "bsd,sd->bs", grad[:, pos], writes[torch.tensor(cols, device=self.device)]).cpu()
         return AttributionGraph(tokens=self.tokens.tolist(), nodes=nodes, adjacency=adjacency)
 
     def edge_by_head(self, source: Node, target: Node, layer: int) -> torch.Tensor:
@@ -278,10 +285,10 @@ class ReplacementModel:
         full = edge(None)
         shares = []
         for head in range(n_heads):
-            mask = torch.ones(n_heads)
+            mask = torch.ones(n_heads, device=self.device)
             mask[head] = 0
             shares.append(full - edge(mask))
-        return torch.stack(shares).detach()
+        return torch.stack(shares).detach().cpu()
 
 
 @dataclass

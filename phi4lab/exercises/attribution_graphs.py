@@ -112,8 +112,8 @@ def check_edge(fn, replacement, graph: AttributionGraph):
     for i in graph.indices("token").tolist():
         source = graph.nodes[i]
         with torch.enable_grad():
-            mine = fn(replacement.forward, shape, n_layers, reads[0], target.pos, source.pos,
-                      replacement.embed[source.pos])
+            mine = fn(replacement.forward, shape, n_layers, reads[0].clone(), target.pos, source.pos,
+                      replacement.embed[source.pos].clone())         # copies: the notebook's state stays as it is
         if isinstance(mine, torch.Tensor):
             if mine.numel() != 1:
                 raise ExerciseFailure(f"an edge is one number; yours has shape {tuple(mine.shape)}")
@@ -166,7 +166,7 @@ def _dag(n, n_logits, g, dtype=torch.float64):
 def check_influence(fn):
     g = _generator(2)
     cases = [_dag(5, 1, g), _dag(30, 3, g), _dag(80, 4, g)]
-    check_function(fn, _influence_ref, cases, name="influence", rtol=1e-8, atol=1e-10, mistakes=INFLUENCE_MISTAKES)
+    check_function(fn, _influence_ref, cases, name="influence", rtol=1e-6, atol=1e-8, mistakes=INFLUENCE_MISTAKES)
 
 
 # ---- Exercise 5: replacement and completeness scores -----------------------------------------------------------
@@ -198,7 +198,7 @@ def _scored_case(g):
 def check_scores(fn, graph: AttributionGraph | None = None):
     g = _generator(3)
     cases = [_scored_case(g) for _ in range(3)]
-    check_function(fn, _scores_ref, cases, name="scores", rtol=1e-8, atol=1e-10, mistakes=SCORES_MISTAKES)
+    check_function(fn, _scores_ref, cases, name="scores", rtol=1e-6, atol=1e-8, mistakes=SCORES_MISTAKES)
     if graph is not None:
         A = graph.normalized()
         got = fn(A, graph.influence(A), graph.logit_weights(), graph.indices("error"), graph.indices("token"))

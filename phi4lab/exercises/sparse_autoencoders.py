@@ -141,7 +141,8 @@ def _shrinkage_ref(x, x_hat):
 
 
 SHRINKAGE_MISTAKES = {
-    "the factor that best rescales x_hat towards x is (x_hat . x) / (x_hat . x_hat): you have its inverse's form":
+    "the factor that best rescales x_hat towards x is (x_hat . x) / (x_hat . x_hat); (x_hat . x) / (x . x) "
+    "rescales x towards x_hat instead":
         lambda x, x_hat: (x_hat * x).sum() / (x * x).sum(),
     "one factor for the whole set (sums over everything), not the mean of per-sample factors":
         lambda x, x_hat: ((x_hat * x).sum(-1) / (x_hat * x_hat).sum(-1)).mean(),

@@ -5,13 +5,15 @@ next-token logits at the top. A feature is an orange dot, an error a grey square
 where the source raises the target and red where it lowers it, as thick as its share of the
 largest edge. Hovering a node highlights its edges (a few lines of inline script); every node's
 tooltip names it. Nothing loads from the network, and every token label is escaped with its
-invisible characters made visible (phi4lab.viz.tokens.visible), so a prompt cannot become markup.
+invisible characters made visible (phi4lab.viz.tokens.visible; inside the SVG as plain text, since an
+HTML tag there would end the SVG), so a prompt cannot become markup.
 """
 
 from __future__ import annotations
 
 import hashlib
 import html
+import re
 from pathlib import Path
 
 import torch
@@ -23,6 +25,13 @@ from phi4lab.viz.tokens import visible
 
 _CSS = assets.read("graph.css")
 _JS = assets.read("graph.js")
+_MARKED = re.compile(r'<span class="inv">(\[U\+[0-9A-F]{4,6}\])</span>')
+
+
+def _svg_text(text: str) -> str:
+    """``visible`` for text inside the SVG: the same escaping, but no <span> (an HTML tag there would end
+    the SVG early), so an invisible character shows as plain [U+200B]."""
+    return _MARKED.sub(r"\1", visible(text, whitespace=True))
 
 
 class GraphView:
@@ -61,7 +70,9 @@ def graph_view(graph: AttributionGraph, tokenizer, *, node_threshold: float = 0.
         edges &= sizes >= sizes.flatten().topk(max_edges).values[-1]
     n_layers = 1 + max((n.layer for n in graph.nodes if n.layer is not None), default=0)
     T = len(graph.tokens)
-    label = {pos: visible(tokenizer.decode([t]), whitespace=True) for pos, t in enumerate(graph.tokens)}
+    decoded = {pos: tokenizer.decode([t]) for pos, t in enumerate(graph.tokens)}
+    label = {pos: visible(text, whitespace=True) for pos, text in decoded.items()}          # for the HTML table
+    svg_label = {pos: _svg_text(text) for pos, text in decoded.items()}                   # inside the SVG
     col, row_h, left = 64, 70, 70
     width, height = left + col * T + 20, row_h * (n_layers + 2) + 40
 
@@ -96,7 +107,7 @@ def graph_view(graph: AttributionGraph, tokenizer, *, node_threshold: float = 0.
                      f'<title>{html.escape(graph.nodes[s].name())} → {html.escape(graph.nodes[t].name())}: {w:+.3f}</title></path>')
     for i, (x, y) in xy.items():
         node = graph.nodes[i]
-        tip = f"{html.escape(node.name())} at {label[node.pos]}; influence {influence[i].item():.3f}"
+        tip = f"{html.escape(node.name())} at {svg_label[node.pos]}; influence {influence[i].item():.3f}"
         if node.kind == "feature":
             tip += f"; activation {node.value:.2f}"
             shape = f'<circle class="node feature" data-node="{i}" cx="{x:.1f}" cy="{y:.1f}" r="5">'
@@ -105,10 +116,10 @@ def graph_view(graph: AttributionGraph, tokenizer, *, node_threshold: float = 0.
             shape = f'<rect class="node error" data-node="{i}" x="{x - 4:.1f}" y="{y - 4:.1f}" width="8" height="8">'
             end = "</rect>"
         else:
-            decoded = tokenizer.decode([node.index])
-            text = visible(decoded[:8], whitespace=True)                      # cut before escaping, not after
+            word = tokenizer.decode([node.index])
+            text = _svg_text(word[:8])                                       # cut before escaping, not after
             if node.kind == "logit":
-                tip = f"logit of {visible(decoded, whitespace=True)}: p = {node.value:.3f}"
+                tip = f"logit of {_svg_text(word)}: p = {node.value:.3f}"
             shape = (f'<g><rect class="node {node.kind}" data-node="{i}" x="{x - col / 2 + 3:.1f}" y="{y - 9:.1f}" '
                      f'width="{col - 6}" height="18" rx="3">')
             end = (f'</rect><text x="{x:.1f}" y="{y + 4:.1f}" text-anchor="middle" pointer-events="none">'
