@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                       help="output folder (data/saes/phi4-tiny is the shipped copy)")
     saes.add_argument("--archive", type=Path, default=None)
     tcs = sub.add_parser("build-transcoders",
-                         help="rebuild phi4-tiny's shipped transcoders, one per MLP (about six minutes on 2 CPU cores)")
+                         help="rebuild phi4-tiny's shipped transcoders, one per MLP (under six minutes on 2 CPU cores)")
     tcs.add_argument("--out", type=Path, default=Path("build/transcoders/phi4-tiny"),
                      help="output folder (data/transcoders/phi4-tiny is the shipped copy)")
     tcs.add_argument("--archive", type=Path, default=None)

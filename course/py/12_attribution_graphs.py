@@ -45,7 +45,7 @@ for layer, tc in transcoders.items():
 #
 # $$\hat y = \mathrm{TopK}(x\, W_\text{enc} + b_\text{enc})\, W_\text{dec} + b_\text{dec}, \qquad x = \texttt{blocks.L.mlp.hook\_in},\ y = \texttt{blocks.L.hook\_mlp\_out}.$$
 #
-# It is trained like an SAE (phi4lab's loop with targets), and its latents are the MLP's computation in sparse form: few are on at once, where all of an MLP's neurons are. phi4lab ships one for each of phi4-tiny's four MLPs, rebuilt by `phi4lab build-transcoders` in about six minutes. Their weights are stored in float16.
+# It is trained like an SAE (phi4lab's loop with targets), and its latents are the MLP's computation in sparse form: few are on at once, where all of an MLP's neurons are. phi4lab ships one for each of phi4-tiny's four MLPs, rebuilt by `phi4lab build-transcoders` in under six minutes. Their weights are stored in float16.
 #
 # ### Exercise 1 · A transcoder's prediction
 #
