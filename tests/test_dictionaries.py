@@ -11,9 +11,11 @@ from phi4lab.model.config import scaled
 from phi4lab.model.memory import InsufficientMemoryError
 
 
-def exact_sae(d: int) -> SparseAutoencoder:
-    """A TopK SAE that reconstructs any x exactly: latents for +e_i and -e_i, k = d (x = relu(x) - relu(-x))."""
-    sae = SparseAutoencoder(d, 2 * d, "topk", k=d)
+def exact_sae(d: int, kind: type = SparseAutoencoder) -> SparseAutoencoder:
+    """A TopK SAE that reconstructs any x exactly: latents for +e_i and -e_i, k = d (x = relu(x) - relu(-x)).
+
+    kind=Transcoder gives a transcoder that copies its input the same way."""
+    sae = kind(d, 2 * d, k=d)
     eye = torch.eye(d)
     with torch.no_grad():
         sae.W_dec.copy_(torch.cat([eye, -eye]))

@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from test_dictionaries import exact_sae
 
 import phi4lab
 from phi4lab.dictionaries import activations, evaluate, files, training
@@ -85,14 +86,7 @@ def small_model():
 def test_splicing_a_transcoder_feeds_it_the_mlp_input(small_model):
     """A transcoder that copies its input (±e_i latents, k = d) makes the MLP's output equal its normalised
     input: the spliced loss must equal the loss of a run that writes mlp.hook_in into hook_mlp_out by hand."""
-    d = 32
-    tc = Transcoder(d, 2 * d, d, k=d)
-    eye = torch.eye(d)
-    with torch.no_grad():
-        tc.W_dec.copy_(torch.cat([eye, -eye]))
-        tc.W_enc.copy_(torch.cat([eye, -eye]).T)
-        tc.b_enc.zero_()
-        tc.b_dec.zero_()
+    tc = exact_sae(32, Transcoder)
     reads, writes = evaluate.transcoder_hooks(0)
     tokens = torch.randint(0, 1000, (3, 12), generator=torch.Generator().manual_seed(1))
     with pytest.raises(ValueError, match="give input_hook"):

@@ -6,6 +6,7 @@ import torch
 
 from phi4lab.dictionaries.graphs import AttributionGraph
 from phi4lab.exercises.checking import ExerciseFailure, check_function
+from phi4lab.exercises.sparse_autoencoders import _topk_ref
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -15,9 +16,7 @@ def _generator(seed: int) -> torch.Generator:
 # ---- Exercise 1: a transcoder's prediction -------------------------------------------------------------
 
 def _predict_ref(x, W_enc, b_enc, W_dec, b_dec, k):
-    values, indices = torch.relu(x @ W_enc + b_enc).topk(k, dim=-1)
-    z = torch.zeros(*x.shape[:-1], W_enc.shape[1], dtype=x.dtype).scatter(-1, indices, values)
-    return z @ W_dec + b_dec
+    return _topk_ref(x @ W_enc + b_enc, k) @ W_dec + b_dec           # notebook 11's SAE, without the centring
 
 
 PREDICT_MISTAKES = {

@@ -61,6 +61,19 @@ def corpus_windows(model, seed: int = 0, archive: Path | None = None) -> tuple[t
             windows(val, VALIDATION_WINDOWS, n_ordinary, seed=2000 + seed))
 
 
+def validation_record(report: evaluate.SAEReport) -> dict:
+    """What a build writes into cfg.json about its dictionary on the validation split (rounded)."""
+    return {"fvu": round(report.fvu, 4), "l0": round(report.l0, 2), "dead": round(report.dead, 4),
+            "dense": round(report.dense, 4), "clean_loss": round(report.clean_loss, 4),
+            "spliced_loss": round(report.spliced_loss, 4), "zero_loss": round(report.zero_loss, 4),
+            "loss_recovered": round(report.loss_recovered, 4)}
+
+
+def history_record(history: training.History) -> dict:
+    """Every tenth logged step of the training curve, for cfg.json."""
+    return {"step": history.step[::10], "fvu": [round(v, 4) for v in history.fvu[::10]]}
+
+
 def build(out_dir: str | os.PathLike = SAE_DIR, *, archive: Path | None = None, progress: bool = True) -> dict:
     """Train, evaluate and write one SAE per hook in HOOKS; returns {hook: report}."""
     import phi4lab
@@ -77,13 +90,8 @@ def build(out_dir: str | os.PathLike = SAE_DIR, *, archive: Path | None = None, 
         reports[hook] = report
         files.save_sae(sae, Path(out_dir) / hook, hook_name=hook, model_name="phi4-tiny",
                        context_size=WINDOW, prepend_bos=False, trained_on_activations=len(acts[hook]),
-                       training={k: v for k, v in vars(CONFIG).items()},
-                       validation={"fvu": round(report.fvu, 4), "l0": round(report.l0, 2),
-                                   "dead": round(report.dead, 4), "dense": round(report.dense, 4),
-                                   "clean_loss": round(report.clean_loss, 4), "spliced_loss": round(report.spliced_loss, 4),
-                                   "zero_loss": round(report.zero_loss, 4),
-                                   "loss_recovered": round(report.loss_recovered, 4)},
-                       history={"step": history.step[::10], "fvu": [round(v, 4) for v in history.fvu[::10]]})
+                       training=dict(vars(CONFIG)),
+                       validation=validation_record(report), history=history_record(history))
         if progress:
             print(f"{hook}: FVU {report.fvu:.3f}, L0 {report.l0:.1f}, dead {report.dead:.1%}, "
                   f"loss recovered {report.loss_recovered:.1%}")

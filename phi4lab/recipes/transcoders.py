@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from phi4lab.dictionaries import activations, evaluate, files, training
-from phi4lab.recipes.saes import WINDOW, corpus_windows
+from phi4lab.recipes.saes import WINDOW, corpus_windows, history_record, validation_record
 
 LAYERS = (0, 1, 2, 3)
 OUT_DIR = files.TRANSCODER_DIR
@@ -58,13 +58,7 @@ def build(out_dir: str | os.PathLike = OUT_DIR, *, archive: Path | None = None, 
         files.save_sae(transcoder, Path(out_dir) / writes, hook_name=reads, hook_name_out=writes,
                        model_name="phi4-tiny", dtype=torch.float16, context_size=WINDOW, prepend_bos=False,
                        trained_on_activations=len(acts[reads]), training=dict(vars(CONFIG)),
-                       validation={"fvu": round(report.fvu, 4), "l0": round(report.l0, 2),
-                                   "dead": round(report.dead, 4), "dense": round(report.dense, 4),
-                                   "clean_loss": round(report.clean_loss, 4),
-                                   "spliced_loss": round(report.spliced_loss, 4),
-                                   "zero_loss": round(report.zero_loss, 4),
-                                   "loss_recovered": round(report.loss_recovered, 4)},
-                       history={"step": history.step[::10], "fvu": [round(v, 4) for v in history.fvu[::10]]})
+                       validation=validation_record(report), history=history_record(history))
         if progress:
             print(f"layer {layer}: FVU {report.fvu:.3f}, L0 {report.l0:.1f}, dead {report.dead:.1%}, "
                   f"loss recovered {report.loss_recovered:.1%}")

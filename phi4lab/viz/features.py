@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -27,6 +26,7 @@ from phi4lab.dictionaries.features import output_tokens
 from phi4lab.dictionaries.sae import SparseAutoencoder
 from phi4lab.viz import assets
 from phi4lab.viz.attention import script_json
+from phi4lab.viz.page import Page
 from phi4lab.viz.tokens import visible
 
 _CSS = assets.read("features.css")
@@ -75,23 +75,11 @@ def _histogram_svg(values: torch.Tensor, bins: int = 24, width: int = 260, heigh
             f'{float(values.max()):.2f}</text></svg>')
 
 
-class FeatureView:
-    """A built page: shows itself in Jupyter, saves itself as a standalone HTML file."""
-
-    def __init__(self, body: str, title: str):
-        self.title, self._body = title, body
+class FeatureView(Page):
+    """A dashboard or index page, with the feature pages' style sheet and its title as a heading."""
 
     def html(self) -> str:
         return f'<div class="p4f"><style>{_CSS}</style><h3>{html.escape(self.title)}</h3>{self._body}</div>'
-
-    def _repr_html_(self) -> str:
-        return self.html()
-
-    def save(self, path) -> Path:
-        path = Path(path)
-        path.write_text(f"<!doctype html><meta charset='utf-8'><title>{html.escape(self.title)}</title>{self.html()}",
-                        encoding="utf-8")
-        return path
 
 
 def _context_html(tokenizer, ctx: Context, top: float) -> str:

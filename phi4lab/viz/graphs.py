@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import html
 import re
-from pathlib import Path
 
 import torch
 
 from phi4lab.dictionaries.graphs import AttributionGraph
 from phi4lab.viz import assets
 from phi4lab.viz.attention import script_json
+from phi4lab.viz.page import Page
 from phi4lab.viz.tokens import visible
 
 _CSS = assets.read("graph.css")
@@ -34,23 +34,8 @@ def _svg_text(text: str) -> str:
     return _MARKED.sub(r"\1", visible(text, whitespace=True))
 
 
-class GraphView:
-    """A built page: shows itself in Jupyter, saves itself as a standalone HTML file."""
-
-    def __init__(self, body: str, title: str):
-        self.title, self._body = title, body
-
-    def html(self) -> str:
-        return self._body
-
-    def _repr_html_(self) -> str:
-        return self.html()
-
-    def save(self, path) -> Path:
-        path = Path(path)
-        path.write_text(f"<!doctype html><meta charset='utf-8'><title>{html.escape(self.title)}</title>{self.html()}",
-                        encoding="utf-8")
-        return path
+class GraphView(Page):
+    """An attribution-graph page (its body carries its own style sheet and heading)."""
 
 
 def graph_view(graph: AttributionGraph, tokenizer, *, node_threshold: float = 0.8, edge_threshold: float = 0.98,
