@@ -29,7 +29,7 @@ DNNL_ISA_avx2 := AVX2
 DNNL_ISA_avx512 := AVX512_CORE
 PORTABLE_NOTEBOOKS ?= course/01_architecture.ipynb course/06_causal_interventions.ipynb \
                       course/07_mixed_precision.ipynb course/08_finetuning.ipynb course/10_circuits.ipynb \
-                      course/11_sparse_autoencoders.ipynb course/12_attribution_graphs.ipynb
+                      course/11_sparse_autoencoders.ipynb course/12_attribution_graphs.ipynb course/13_evaluation.ipynb
 
 $(STAMP): constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)

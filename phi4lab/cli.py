@@ -1,4 +1,4 @@
-"""The `phi4lab` command: doctor, student, build-corpus, build-tiny, build-saes, build-transcoders."""
+"""The `phi4lab` command: doctor, student, build-corpus, build-tiny, build-saes, build-transcoders, build-evals."""
 
 from __future__ import annotations
 
@@ -34,9 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     tcs.add_argument("--out", type=Path, default=Path("build/transcoders/phi4-tiny"),
                      help="output folder (data/transcoders/phi4-tiny is the shipped copy)")
     tcs.add_argument("--archive", type=Path, default=None)
+    evs = sub.add_parser("build-evals",
+                         help="rebuild the evaluation tasks' JSONL files from the corpus's validation split (under a minute)")
+    evs.add_argument("--out", type=Path, default=Path("build/evals"),
+                     help="output folder (data/evals is the shipped copy)")
+    evs.add_argument("--archive", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    if args.command in ("build-corpus", "build-tiny", "build-saes", "build-transcoders"):
+    if args.command in ("build-corpus", "build-tiny", "build-saes", "build-transcoders", "build-evals"):
         from phi4lab.recipes.corpus import SourceError
         try:
             if args.command == "build-corpus":
@@ -52,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
                 from phi4lab.recipes.transcoders import build as build_transcoders
                 build_transcoders(args.out, archive=args.archive)
                 print(f"transcoders written to {args.out}")
+            elif args.command == "build-evals":
+                from phi4lab.recipes.evals import build as build_evals
+                for path in build_evals(args.out, archive=args.archive):
+                    print(f"wrote {path}")
             else:
                 import json
 

@@ -54,6 +54,15 @@ def test_extractive_items_need_a_question_and_answers(tmp_path):
         tasks.load_task(write(tmp_path, [MC]), "cloze")
 
 
+def test_text_items_for_perplexity(tmp_path):
+    (item,) = tasks.load_task(write(tmp_path, [{"id": "p1", "text": "To be, or not to be"}]), "text")
+    assert item.text == "To be, or not to be"
+    with pytest.raises(tasks.TaskFileError, match="line 1: field 'text' must be a non-empty string"):
+        tasks.load_task(write(tmp_path, [{"id": "p1", "text": "  "}]), "text")
+    with pytest.raises(tasks.TaskFileError, match="missing field 'text'"):
+        tasks.load_task(write(tmp_path, [MC]), "text")
+
+
 def test_exact_match_and_f1_as_squad_defines_them():
     assert answers.normalize("The  Eiffel Tower.") == "eiffel tower"
     assert answers.exact_match("The Eiffel Tower.", ["eiffel tower"]) == 1.0

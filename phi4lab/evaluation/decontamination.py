@@ -222,3 +222,32 @@ def allowlist_from(items: dict[str, str], min_share: float = 0.1, n: int = 13) -
             counts[gram] = counts.get(gram, 0) + 1
     need = max(2, int(np.ceil(min_share * len(items))))
     return [" ".join(g) for g, c in counts.items() if c >= need]
+
+
+# ---- What n-grams miss: a rephrased item -----------------------------------------------------------------
+# A paraphrase keeps the meaning and changes the words, so it shares few exact 13-grams or 7-grams.
+# MinHash (Broder 1997) estimates the Jaccard similarity of two texts' shingle sets from a few hundred
+# hashes; over *character* shingles, a paraphrase that keeps most words' spellings keeps much of its
+# similarity. datasketch's MinHash is the library the course corpus's near-duplicate step uses too.
+
+def shingles(text: str, n: int = 5) -> set[str]:
+    """Character n-grams of the text's words, lowercased and joined by single spaces."""
+    s = " ".join(words(text))
+    return {s[i:i + n] for i in range(max(1, len(s) - n + 1))}
+
+
+def jaccard(a: str, b: str, n: int = 5) -> float:
+    """The exact Jaccard similarity of two texts' character-shingle sets."""
+    x, y = shingles(a, n), shingles(b, n)
+    return len(x & y) / len(x | y)
+
+
+def minhash_similarity(a: str, b: str, n: int = 5, num_perm: int = 256, seed: int = 1) -> float:
+    """datasketch's MinHash estimate of ``jaccard(a, b, n)`` (standard error about √(J(1-J)/num_perm))."""
+    from datasketch import MinHash
+
+    def signature(text):
+        m = MinHash(num_perm=num_perm, seed=seed)
+        m.update_batch([s.encode("utf-8") for s in shingles(text, n)])
+        return m
+    return float(signature(a).jaccard(signature(b)))

@@ -5,7 +5,8 @@ A task file holds one JSON object per line. Two kinds:
 * **multiple choice**: ``{"id": ..., "context": ..., "choices": [...], "answer": <index>}``, scored by the
   log-likelihood of each choice after the context (``phi4lab.evaluation.scoring``);
 * **extractive** (question answering): ``{"id": ..., "context": ..., "question": ..., "answers": [...]}``,
-  scored by exact match and token F1 against any of the answers.
+  scored by exact match and token F1 against any of the answers;
+* **text** (perplexity): ``{"id": ..., "text": ...}``, scored by its log-likelihood.
 
 A benchmark with a malformed item is worse than no benchmark: a skipped line silently changes the
 denominator, a duplicated id double-counts an item. So nothing is skipped. The first problem stops
@@ -19,9 +20,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KINDS = ("multiple_choice", "extractive")
+KINDS = ("multiple_choice", "extractive", "text")
 _FIELDS = {"multiple_choice": ("id", "context", "choices", "answer"),
-           "extractive": ("id", "context", "question", "answers")}
+           "extractive": ("id", "context", "question", "answers"),
+           "text": ("id", "text")}
 
 
 class TaskFileError(ValueError):
@@ -36,6 +38,7 @@ class Item:
     answer: int | None = None
     question: str = ""                                      # extractive
     answers: list[str] = field(default_factory=list)
+    text: str = ""                                          # text (perplexity)
 
 
 def _non_empty_strings(value, what: str, where: str) -> list[str]:
@@ -79,6 +82,11 @@ def load_task(path: str | os.PathLike, kind: str) -> list[Item]:
         if item_id in seen:
             raise TaskFileError(f"{where}: duplicated id {item_id!r} (first on line {seen[item_id]})")
         seen[item_id] = number
+        if kind == "text":
+            if not isinstance(raw["text"], str) or not raw["text"].strip():
+                raise TaskFileError(f"{where}: field 'text' must be a non-empty string")
+            items.append(Item(item_id, "", text=raw["text"]))
+            continue
         if not isinstance(raw["context"], str):
             raise TaskFileError(f"{where}: field 'context' must be a string")
         if kind == "multiple_choice":

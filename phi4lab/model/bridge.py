@@ -99,10 +99,34 @@ def bridge(model: Phi3ForCausalLM, tokenizer: PreTrainedTokenizerFast, name: str
         else:
             tokenizer.init_kwargs["add_bos_token"] = before
     bridge.cfg.default_prepend_bos = False
+    _pass_kv_cache(bridge)
     bridge.to_tokens = _TextRuleToTokens(bridge)
     bridge.revision = None                 # the hub commit, for models loaded from the hub
     bridge.eval()
     return bridge
+
+
+def _pass_kv_cache(bridge: TransformerBridge) -> None:
+    """Let the bridge's attention see Hugging Face's KV cache under its new name.
+
+    transformers 5.24 hands each attention layer its KV cache as ``cache=``; TransformerLens 4.3's
+    attention bridges look only for ``past_key_values=`` (or ``layer_past=``), find nothing, and
+    attend over the new token alone. ``generate`` with its default ``use_cache=True`` then ignores
+    the prompt after the first token, and silently writes text that has nothing to do with it
+    (tests/test_bridge_generation.py). Until TransformerLens reads the new name, we pass it on.
+    """
+    # Patched on the classes, not the instances, so that copies of a model (plain_copy, peft) keep it.
+    for cls in {type(m) for m in bridge.modules() if hasattr(m, "_update_kv_cache")}:
+        update = cls._update_kv_cache
+        if getattr(update, "_phi4lab_cache_name", False):
+            continue
+
+        def renamed(self, k, v, _update=update, **kwargs):
+            if kwargs.get("past_key_values") is None and kwargs.get("cache") is not None:
+                kwargs["past_key_values"] = kwargs["cache"]
+            return _update(self, k, v, **kwargs)
+        renamed._phi4lab_cache_name = True
+        cls._update_kv_cache = renamed
 
 
 class _TextRuleToTokens:
