@@ -68,29 +68,44 @@ def test_perplexity_equals_lm_eval(tiny_model, lm_eval_run, name):
         assert ours[key] == pytest.approx(metric(lm_eval_run, name, f"{key},none"), rel=1e-5), key
 
 
-def test_a_text_longer_than_the_context_is_scored_in_windows(tiny_model):
-    """Three windows of 512 tokens and a bit: the same log-likelihood as lm-eval's window rule,
-    written out here by brute force (each window's tokens scored given the window before them)."""
+def test_a_text_longer_than_the_context_is_scored_in_lm_evals_windows(tiny_model):
+    """Over three windows of the model's context: ours equals the windows lm-eval's own utilities cut
+    (get_rolling_token_windows, then make_disjoint_window), each scored by a plain forward pass."""
+    from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
     from phi4lab.model.bridge import logits_of
 
+    n = int(tiny_model.cfg.n_ctx)
     text = " ".join(item.text for item in harness.items("perplexity_code"))
     tokens = tiny_model.tokenizer.encode(text)
-    assert len(tokens) > 3 * 512
+    assert len(tokens) > 3 * n
+    total = 0.0
     with torch.no_grad():
+        windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
+            tokens, prefix_token=tiny_model.tokenizer.bos_token_id, max_seq_len=n, context_len=1)]
+        assert len(windows) == math.ceil(len(tokens) / n)
+        for context, continuation in windows:
+            inputs = (context + continuation)[-(n + 1):][:-1]
+            lp = torch.log_softmax(logits_of(tiny_model, torch.tensor([inputs]))[0, -len(continuation):], -1)
+            total += float(lp.gather(1, torch.tensor(continuation)[:, None]).sum())
         ours = scoring.rolling_loglikelihood(tiny_model, text)
-        total, bos = 0.0, tiny_model.tokenizer.bos_token_id
-        for a in range(0, len(tokens), 512):
-            b = min(a + 512, len(tokens))
-            inputs = [bos] + tokens[:b - 1] if a == 0 else tokens[b - 513:b - 1]
-            lp = torch.log_softmax(logits_of(tiny_model, torch.tensor([inputs]))[0, -(b - a):], -1)
-            total += float(lp.gather(1, torch.tensor(tokens[a:b])[:, None]).sum())
     assert ours == pytest.approx(total, rel=1e-6)
+
+
+def test_bad_inputs_to_the_scorers(tiny_model):
+    with pytest.raises(ValueError, match="empty"):
+        scoring.rolling_loglikelihood(tiny_model, "")
+    with pytest.raises(ValueError, match="more than the model's context"):
+        scoring.continuation_logprobs(tiny_model, "x", " y" * 600)
+    with pytest.warns(UserWarning, match="are cut, as lm-eval cuts them"):
+        scoring.continuation_logprobs(tiny_model, "x " * 600, "y")
 
 
 @pytest.mark.parametrize("name", EXTRACTIVE)
 def test_greedy_answers_equal_lm_eval_generations(tiny_model, lm_eval_run, name):
     grounded = not name.endswith("closed_book")
     theirs = samples(lm_eval_run, name)
+    assert len(theirs) == len(harness.items(name))
     matches = []
     with torch.no_grad():
         for sample, item in zip(theirs, harness.items(name)):

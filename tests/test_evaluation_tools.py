@@ -12,17 +12,30 @@ from phi4lab.evaluation.tasks import Item
 # ---- planted contamination -------------------------------------------------------------------------------
 
 
-def test_the_detector_finds_exactly_the_planted_items():
-    """Leaked copies of a third of the cloze items, mixed into text that holds none of them: Phi-4's
-    check flags those and no others (the items were decontaminated against this text at build)."""
+@pytest.mark.slow
+def test_the_detector_finds_exactly_the_planted_items(training_split):
+    """Leaked copies of a third of the cloze items, mixed into Shakespeare from the training split:
+    Phi-4's check flags those and no others (the recipe checked every item clean against that split)."""
     cloze = harness.items("shakespeare_cloze")
     planted = contamination.plant(cloze, 40, seed=1)
     leaked = [contamination.item_text(it) for it in cloze if it.id in planted]
-    background = [it.text for it in harness.items("perplexity_code")]
+    background = [d.text for d in training_split if d.domain == "prose"][:8]
     docs = contamination.mixture(background, leaked, copies=2, seed=1)
     verdicts = decontamination.decontaminate({it.id: contamination.item_text(it) for it in cloze}, docs)
     assert {v.item for v in verdicts if v.status != "clean"} == planted
     assert all(v.thirteen_gram for v in verdicts if v.item in planted)
+
+
+@pytest.fixture(scope="module")
+def built_corpus():
+    from phi4lab.recipes.corpus import build_corpus
+
+    return build_corpus(progress=False)
+
+
+@pytest.fixture(scope="module")
+def training_split(built_corpus):
+    return built_corpus.train
 
 
 def test_plant_and_mixture_are_seeded_and_checked():
@@ -72,9 +85,11 @@ def test_abstention_shares():
 
 
 def test_layer_three_holds_the_induction_heads(tiny_model):
+    scores = grounding.induction_score_table(tiny_model)
     heads = grounding.induction_heads(tiny_model, threshold=0.4)
-    assert {layer for layer, _ in heads} == {3}
-    assert heads[0] == (3, 0) or heads[0][0] == 3
+    assert {layer for layer, _ in heads} == {3} and len(heads) == 8
+    assert [float(scores[h]) for h in heads] == sorted((float(scores[h]) for h in heads), reverse=True)
+    assert float(scores[:3].max()) < 0.2
 
 
 def test_zero_heads_hooks_equal_ablate_heads(tiny_model):
@@ -151,11 +166,13 @@ def test_minhash_estimates_the_jaccard_of_character_shingles():
 
 
 @pytest.mark.slow
-def test_the_recipe_rebuilds_the_shipped_task_files_bit_for_bit(tiny_model, tmp_path):
+def test_the_recipe_rebuilds_the_shipped_task_files_bit_for_bit(tiny_model, built_corpus, tmp_path):
     from phi4lab.recipes import evals
-    from phi4lab.recipes.corpus import build_corpus
 
-    written = evals.write(evals.build_items(build_corpus(progress=False), tiny_model.tokenizer), tmp_path)
+    # the play left out has its other edition in the training split, as the recipe says
+    names = {d.name for d in built_corpus.train}
+    assert all(other in names for other in evals.SAME_PLAY_IN_TRAINING.values())
+    written = evals.write(evals.build_items(built_corpus, tiny_model.tokenizer), tmp_path)
     assert {p.name for p in written} == {f for f in harness.TASK_FILES if f != "judgments.jsonl"}
     for path in written:
         assert path.read_bytes() == (harness.TASK_DIR / path.name).read_bytes(), path.name

@@ -11,7 +11,7 @@
 # 5. find the heads that copy a grounded answer from the context, and remove them;
 # 6. measure how far automatic metrics agree with hand labels.
 #
-# **Prerequisites:** notebooks 04 (induction heads) and 08 (fine-tuning). **Run time:** about two and a half minutes on a laptop CPU (one short fine-tune). **GPU:** not needed.
+# **Prerequisites:** notebooks 04 (induction heads) and 08 (fine-tuning). **Run time:** about two minutes on a laptop CPU (one short fine-tune). **GPU:** not needed.
 #
 # Exercises are marked with difficulty 🔴 and importance 🔵 (out of 5); each stub is followed by a check that says what is probably wrong. Hints and solutions sit behind the ▶ arrows. **Predict, then run** questions ask you to commit to an answer before the next cell shows it; the answers hide behind ▶ too.
 
@@ -37,7 +37,7 @@ for name in harness.SHIPPED_TASKS:
     print(f"{name:26s} {len(harness.items(name)):4d} items  ({harness.SHIPPED_TASKS[name][2]})")
 
 # %% [markdown]
-# These are the course's own benchmarks, in `data/evals/`: phi4-tiny cannot do MMLU, so we wrote tasks it can partly do, from the corpus's **validation** split (text phi4-tiny never trained on). `shakespeare_cloze` asks for the last word of a line of verse; `stdlib_calls` asks which function a line of standard-library code calls; `stdlib_recall` gives four lines of code and the start of one of them, and asks for the rest of the line, with and without the passage. `phi4lab build-evals` rebuilds them, and every file is pinned by its sha256.
+# These are the course's own benchmarks, in `data/evals/`: phi4-tiny cannot do MMLU, so we wrote tasks it can partly do, from the corpus's **validation** split (text phi4-tiny never trained on; the recipe leaves out *All's Well That Ends Well*, whose First Folio edition is in the training split, in an old spelling that would hide it from the n-gram check of section 4). `shakespeare_cloze` asks for the last word of a line of verse; `stdlib_calls` asks which function a line of standard-library code calls; `stdlib_recall` gives four lines of code and the start of one of them, and asks for the rest of the line, with and without the passage. `phi4lab build-evals` rebuilds them, and every file is pinned by its sha256.
 #
 # ## 1. Scoring a multiple-choice item
 #
@@ -111,9 +111,9 @@ print((harness.TASK_DIR / "shakespeare_cloze.yaml").read_text())
 # %% [markdown]
 # `target_delimiter` is the text between context and choice: a space for words, nothing for `stdlib_calls`, whose context ends where the called name begins. `harness.evaluate` runs lm-eval's `simple_evaluate` on shipped tasks, offline, and keeps every item's requests and responses:
 #
-# **Predict, then run.** On `stdlib_calls` the four choices are function names of very different lengths (`len` and `_check_closed`, say). Will acc_norm be above or below acc there?
+# **Predict, then run.** On `stdlib_calls` the four choices are function names of very different lengths. Will acc_norm be above or below acc there? And on the cloze?
 #
-# <details><summary>Answer (after running the next cell)</summary>Above. acc penalises every extra token, so it leans towards short names whatever the context says; dividing by the length removes most of that bias. On the cloze, where the choices are single words of similar length, the two are closer and can go either way.</details>
+# <details><summary>Answer (after running the next cell)</summary>On `stdlib_calls`, above: acc penalises every extra token, so it leans towards short names whatever the context says, and dividing by the length takes that lean away. On the cloze, slightly below: where length was not what misled acc, dividing by it can hand an item to a long wrong word. Normalisation is a convention with a direction, not a free improvement, which is why papers say which one they report.</details>
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -204,9 +204,9 @@ for n in (40, 120, 1_000, 10_000):
     print(f"{n:6,d} items: standard error {se:.3f}, a 95% interval of ±{1.96 * se:.3f}")
 
 # %% [markdown]
-# A 40-item benchmark cannot tell 0.60 from 0.70. Two models are compared best on the **same** items (a paired difference: each item's score under one model minus under the other), since the items' difficulty then cancels. Section 5 does this for one model before and after a fine-tune.
+# On a 40-item benchmark a score near 0.6 is uncertain by ±0.154, and two models whose scores differ by less than that cannot be ranked on it. Two models are compared best on the **same** items (a paired difference: each item's score under one model minus under the other), since the items' difficulty then cancels. Section 5 does this for one model before and after a fine-tune.
 #
-# Perplexity, the other number everyone reports, needs no choices: lm-eval scores a whole text in windows of the model's context and reports word perplexity, byte perplexity and bits per byte. Bits per byte is the one to compare across tokenizers, since a word or a token means a different amount of text in each.
+# Perplexity, the other number everyone reports, needs no choices: lm-eval scores a whole text in windows of the model's context and reports word perplexity, byte perplexity and bits per byte. Word perplexity and bits per byte count words and bytes of the text itself, so they compare models with different tokenizers (bits per byte is the base-2 logarithm of byte perplexity); a perplexity per *token* would not, since a token is a different amount of text in each tokenizer.
 
 # %%
 for domain in ("prose", "code"):
@@ -298,8 +298,8 @@ print(f"{len(train_texts)} training documents, {len(benchmark)} items: "
 
 # %%
 original = contamination.item_text(cloze[1])
-rephrased = ("buried by the highways, outside every holy limit, like a desperate\noffender against nature. "
-             "Virginity breeds mites, much as a\ncheese does; it eats itself down to the very rind, and so it dies with")
+rephrased = ('And munched, and munched, and munched: "Give me," said I:\n"Away with you, witch!" the rump-fed '
+             'ronyon cries.\nHer husband has gone to Aleppo, master of the Tiger')
 print(original, "\n---\n" + rephrased)
 v = decontamination.decontaminate({"item": original}, [rephrased])[0]
 print(f"hybrid n-gram check: {v.status} (13-gram hit: {v.thirteen_gram}, 7-gram ratio {v.ratio:.2f})")
@@ -341,9 +341,9 @@ print(f"inflation of the right answer's log-likelihood: {gold['inflation']:+.2f}
       f"({gold['low']:+.2f} to {gold['high']:+.2f})")
 
 # %% [markdown]
-# **Predict, then run.** The detector now scans the fine-tuning documents. Will it flag exactly the planted items, or also clean ones (they come from the same play as the background text)?
+# **Predict, then run.** The detector now scans the fine-tuning documents. Will it flag exactly the planted items, or also clean ones (the background is Shakespeare too)?
 #
-# <details><summary>Answer (after running the next cell)</summary>Exactly the planted ones. The shipped items were already checked clean against the whole training split (section 4), so the background slice cannot match them; each leaked copy shares every one of its 13-grams with its item.</details>
+# <details><summary>Answer (after running the next cell)</summary>Exactly the planted ones. The shipped items were already checked clean against the whole training split (section 4), so the background, a play from that split, cannot match them; each leaked copy shares every one of its 13-grams with its item.</details>
 
 # %%
 flagged = {v.item for v in decontamination.decontaminate(benchmark, docs) if v.status != "clean"}
@@ -356,10 +356,12 @@ print(f"flagged {len(flagged)} items; exactly the planted ones: {flagged == plan
 clean = torch.tensor([a.acc - b.acc for a, b, i in zip(after, before, ids) if i not in planted])
 estimate, low, high = bootstrap(clean, lambda x: x.mean())
 print(f"clean items, fine-tune minus phi4-tiny: {estimate:+.3f} (95% interval {low:+.3f} to {high:+.3f})")
+alone = [torch.tensor([s.acc for s, i in zip(scores, ids) if i not in planted]) for scores in (before, after)]
+print("each score alone: " + ", ".join(f"{x.mean():.3f} ± {1.96 * standard_error(x):.3f}" for x in alone))
 
 
 # %% [markdown]
-# It got worse on them: a short fine-tune on one play, leaked answers included, costs the model some of what it knew, and the interval leaves out zero. Pairing is what makes that visible on 80 items: each item's difficulty cancels in its own difference, where two separate scores of 80 items would each carry an interval about as wide as the change. A score that rose on the planted items while falling on the rest is the signature of a leak.
+# Not measurably: the change is small and its interval includes zero, so on its clean items this benchmark cannot tell phi4-tiny from its fine-tune, while the planted items say the two differ enormously. A score that jumps on some items and stands still on the rest is the signature of a leak. Pairing helps even here: each item's difficulty cancels in its own difference, so the paired interval is narrower than either score's interval taken alone.
 
 # %% [markdown]
 # ## 6. Closed book, grounded, retrieved
@@ -394,7 +396,7 @@ recall = harness.items("stdlib_recall")
 closed = grounding.answer_all(model, recall)
 grounded = grounding.answer_all(model, recall, [it.context for it in recall])
 for label, answers in (("closed book", closed), ("grounded", grounded)):
-    em = torch.tensor([float(a.correct) for a in answers])
+    em = torch.tensor([float(a.correct) for a in answers], dtype=torch.float64)
     print(f"{label:12s} exact match {em.mean():.3f} ± {standard_error(em):.3f}")
 for it, a in list(zip(recall, grounded))[5:8]:
     print(f"  {it.question.strip()!r:28} -> {a.text!r:22} (reference {it.answers[0]!r})")
@@ -466,12 +468,14 @@ for threshold in (-3.0, -1.5, -1.0, -0.5, -0.25):
 # A grounded answer is copied: the question's last tokens match a line of the passage, and the model continues that line. That is the induction mechanism of notebook 04, so the candidates are phi4-tiny's induction heads:
 
 # %%
+scores = grounding.induction_score_table(model)
 heads = grounding.induction_heads(model, threshold=0.4)
 print("heads with induction score >= 0.4:", heads)
+print("largest induction score per layer:", [round(float(x), 2) for x in scores.max(dim=1).values])
 
 
 # %% [markdown]
-# Every one of layer 3's eight heads is an induction head. Zero all eight (their `hook_z`) and ask the grounded questions again. As a control, zero the eight heads of layer 1, which have no induction score: the same number of heads, elsewhere.
+# Every one of layer 3's eight heads is an induction head. Zero all eight (their `hook_z`) and ask the grounded questions again. As a control, zero the eight heads of layer 1, whose induction scores are near zero: the same number of heads, elsewhere.
 #
 # ### Exercise 6 · The ablation hook
 #
@@ -509,27 +513,28 @@ checks.check_zero_heads_hook(zero_heads_hook, model)
 
 # %%
 contexts = [it.context for it in recall]
-base = torch.tensor([float(a.correct) for a in grounded])
+base = torch.tensor([float(a.correct) for a in grounded], dtype=torch.float64)
 for layer, why in ((3, "layer 3, all induction heads"), (1, "layer 1, the control")):
     hooks = [(f"blocks.{layer}.attn.hook_z", zero_heads_hook(list(range(8))))]
     ablated = grounding.answer_all(model, recall, contexts, fwd_hooks=hooks)
-    em = torch.tensor([float(a.correct) for a in ablated])
+    em = torch.tensor([float(a.correct) for a in ablated], dtype=torch.float64)
     drop, low, high = bootstrap(base - em, lambda x: x.mean())
     lost = [(g, a) for g, a in zip(grounded, ablated) if g.correct and not a.correct]
     print(f"{why}: exact match {base.mean():.3f} -> {em.mean():.3f}, drop {drop:.3f} (95% interval {low:.3f} to {high:.3f}); "
           f"{len(lost)} right answers lost, their confidence {sum(g.confidence for g, _ in lost) / len(lost):.2f} -> "
-          f"{sum(a.confidence for _, a in lost) / len(lost):.2f}")
+          f"{sum(a.confidence for _, a in lost) / len(lost):.2f}; {sum(a.confidence < -1.0 for _, a in lost)} of them "
+          f"now below a -1.0 threshold (before: {sum(g.confidence < -1.0 for g, _ in lost)})")
     if layer == 3:
         for g, a in lost[:3]:
             print(f"    {g.text!r} became {a.text!r}")
 
 
 # %% [markdown]
-# Read the two lines together. Without layer 3's induction heads most grounded answers are lost, and the lost answers turn into wrong ones with lower confidence: the model now guesses, and an abstention threshold would withhold many of those guesses. But zeroing layer 1, which has no induction heads, costs about as much. In a four-layer model the copy needs every layer: the induction heads of layer 3 read keys that layer 2's previous-token heads wrote, from residual streams the earlier layers built. An ablation shows that a component is *needed*, not that it is where the computation happens; notebook 10's path patching and notebook 12's graphs are the tools for *where*.
+# Read the two lines together. Without layer 3's induction heads most grounded answers are lost, and the lost answers turn into wrong ones with lower confidence: the model now guesses, and the last count says how many of those guesses a threshold of -1.0 would withhold. But zeroing layer 1, which has no induction heads, costs nearly as much. The copy needs more than the induction heads: they read keys that layer 2's previous-token heads wrote (notebook 04), from residual streams the earlier layers built. An ablation shows that a component is *needed*, not that it is where the computation happens; notebook 10's path patching and notebook 12's graphs are the tools for *where*.
 #
 # ## 8. Hand labels against automatic metrics
 #
-# Benchmarks with free-form answers need a grader. Exact match is strict; partial-credit metrics, SQuAD's token F1 and ROUGE-L (the longest common subsequence of words, from Google's `rouge-score`), forgive near misses. Are near misses right? `data/evals/judgments.jsonl` holds phi4-tiny's grounded answers to the 80 recall questions, each labelled by hand (1 = the rest of the line, exactly, up to whitespace; the rubric is in `data/README.md`).
+# Benchmarks with free-form answers need a grader. Exact match is strict; partial-credit metrics, SQuAD's token F1 and ROUGE-L (the longest common subsequence of words, from Google's `rouge-score`), forgive near misses. Are near misses right? `data/evals/judgments.jsonl` holds phi4-tiny's grounded answers to the 80 recall questions, each labelled by hand by one annotator (1 = the answer completes the line as the reference does: the same code up to whitespace, a trailing comment allowed to differ; the rubric is in `data/README.md`).
 #
 # ### Exercise 7 · Cohen's kappa
 #
@@ -571,9 +576,10 @@ for metric, stats in judgments.agreement(rows, threshold=0.5).items():
     print(f"{metric:12s} kappa with the labels {stats['kappa']:.3f}, Spearman {stats['spearman']:.3f}, "
           f"{stats['disagreements']} disagreements (metric >= 0.5 counted as right)")
 scores = judgments.metrics(rows)
-print("\nwhere ROUGE-L and the label disagree:")
+SHOWN = ("recall-002", "recall-021", "recall-032", "recall-052")
+print("\nwhere ROUGE-L and the label disagree (four of them):")
 for r, rouge in zip(rows, scores["rouge_l"]):
-    if (rouge >= 0.5) != bool(r.label) and r.id in ("recall-002", "recall-055", "recall-059", "recall-075"):
+    if (rouge >= 0.5) != bool(r.label) and r.id in SHOWN:
         print(f"  reference {r.reference!r:24} answer {r.answer!r:24} ROUGE-L {rouge:.2f}  label {r.label}")
 
 # %%
@@ -587,7 +593,7 @@ ax.legend(fontsize=8); ax.set_title("automatic metrics against the hand labels, 
 plt.tight_layout(); plt.show()
 
 # %% [markdown]
-# On code, a near miss is a different program: `abspath(dst)` for `abspath(src)` shares most words and means something else, so the partial-credit metrics agree with the labels less than exact match does, and ROUGE-L's tokenizer, which keeps only letters and digits, scores `[]` against `[]` as zero. On prose answers the balance shifts (a paraphrase can be right), which is why benchmarks like SimpleQA grade with a model or a person instead.
+# On code, a near miss is a different program: a different status code or hex value shares most words with the reference and means something else, so the partial-credit metrics agree with the labels less than exact match does. Exact match disagrees with the labels once, where the code is right and only the trailing comment differs. ROUGE-L's tokenizer keeps only letters and digits, so it cannot see an operator or a bracket at all. On prose answers the balance shifts (a paraphrase can be right), which is why benchmarks like SimpleQA grade with a model or a person instead.
 #
 # ## Summary
 #
@@ -595,7 +601,7 @@ plt.tight_layout(); plt.show()
 # - A score has a standard error of about √(p(1−p)/n); compare models on the same items.
 # - Phi-4's decontamination is a 13-gram test and a 7-gram ratio; it finds verbatim leaks exactly and misses paraphrases, which MinHash over character shingles still sees.
 # - A planted leak inflates the planted items' score, and only theirs.
-# - Grounding makes phi4-tiny's answers right by copying; abstention trades wrong answers for silence; removing layer 3's induction heads removes most grounded answers, and so does removing another layer.
+# - Grounding makes phi4-tiny's answers right by copying; abstention trades wrong answers for silence; removing layer 3's induction heads removes most grounded answers, and removing layer 1 nearly as many.
 #
 # **Bonus.**
 # 1. Label the judgments yourself, without looking at the file's labels, and compute κ between your labels and the shipped ones.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from transformer_lens.utilities import get_act_name
 
 from phi4lab.evaluation.scoring import greedy
@@ -84,13 +85,19 @@ def abstention(answers: list[Answer], threshold: float) -> dict[str, float]:
             "correct_given_attempted": correct / len(attempted) if attempted else float("nan")}
 
 
-def induction_heads(model, threshold: float = 0.4, seq_len: int = 40, batch: int = 8, seed: int = 0) -> list[tuple[int, int]]:
-    """Heads whose induction score on repeated random tokens reaches `threshold`, strongest first."""
+def induction_score_table(model, seq_len: int = 40, batch: int = 8, seed: int = 0) -> torch.Tensor:
+    """[n_layers, n_heads] induction scores on a random segment of ordinary tokens repeated once
+    (``analysis.heads``: attention from each token of the second copy to the token after its first copy)."""
     from phi4lab.analysis.heads import attention_patterns, induction_scores, random_repeated_tokens
 
     special = set(model.tokenizer.all_special_ids) | set(model.tokenizer.added_tokens_decoder)
     tokens = random_repeated_tokens(seq_len, 2, batch, vocab=model.cfg.d_vocab, exclude=special, seed=seed)
-    scores = induction_scores(attention_patterns(model, tokens), period=seq_len)
+    return induction_scores(attention_patterns(model, tokens), period=seq_len)
+
+
+def induction_heads(model, threshold: float = 0.4, **kwargs) -> list[tuple[int, int]]:
+    """Heads whose induction score reaches `threshold`, strongest first."""
+    scores = induction_score_table(model, **kwargs)
     found = [(int(layer), int(head)) for layer, head in (scores >= threshold).nonzero().tolist()]
     return sorted(found, key=lambda lh: -float(scores[lh]))
 

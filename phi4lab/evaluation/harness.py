@@ -42,12 +42,12 @@ SHIPPED_TASKS: dict[str, tuple[str, str, str]] = {
     "perplexity_code": ("perplexity_code.yaml", "perplexity_code.jsonl", "text"),
 }
 TASK_FILES: dict[str, str] = {
-    "shakespeare_cloze.jsonl": "cd61e455ef6f5a2128aed64a99ddd5f696cee4cafad4f26bc89733dd556e2836",
-    "stdlib_calls.jsonl": "2eeb43d1ded2b663f70b6ccb7e8156177d495b2fbd7932102979537c3c759413",
-    "stdlib_recall.jsonl": "609fb72b9f5ca264e2390b7741f7b3164381e920daf3cb97228bb754dad9d8c8",
-    "perplexity_prose.jsonl": "ccdf2a96f3f967185860d3c1e685f9f4f3ee5a8f77cf9a1abe8feeb9a35f782d",
-    "judgments.jsonl": "adcf59d75c6612a9fc5e4de9e6e5e1fba2bef3f141dbb55db5da684f3c893d6c",
-    "perplexity_code.jsonl": "5b93ea637c76a19693645b536f105bf35116e306a0e8c421c30a6e049afa50fd",
+    "shakespeare_cloze.jsonl": "07ac9543457d235378494d02a1580f6c2e2e125d1fda47188f7b408371eb0e3e",
+    "stdlib_calls.jsonl": "86a553b9d0ad0008c03fb4a6a3586e4fe44b0b9e768ee761dca21ef1dbcd7504",
+    "stdlib_recall.jsonl": "0585d2481ce0de41496f3fc3d1ff437435c676e771d47cf9a94a3d40f09a7cbb",
+    "perplexity_prose.jsonl": "3f4b72e288a78bc291b309e5e2f9a4885b3b1f8160f0200476f07d6c573114b9",
+    "judgments.jsonl": "69ec1b4dbfc0d835925c11dfb139533ddd106105179337a669b355dcda183fb8",
+    "perplexity_code.jsonl": "247b7ed75cb2b511a425a1f51e00d13826058103dbd74d9f361fddf064f4efd5",
 }
 
 
@@ -114,10 +114,14 @@ def evaluate(model, names: list[str], *, lm=None, limit: int | None = None, log_
     (per task: each metric and its ``_stderr``) and, with log_samples, ``samples`` (per item)."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     configs = [task_config(n) for n in names]
+    # include_defaults=False: index none of lm-eval's thousands of built-in task files (half a minute
+    # here), only the configs given
     return simple_evaluate(model=lm or harness_model(model), tasks=configs, limit=limit, log_samples=log_samples,
+                           task_manager=TaskManager(include_defaults=False),
                            bootstrap_iters=100, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
                            fewshot_random_seed=0, verbosity="ERROR")
 

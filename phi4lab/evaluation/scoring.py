@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -68,7 +69,13 @@ def continuation_logprobs(model, context: str, continuation: str) -> tuple[torch
     ctx, cont = encode_pair(model.tokenizer, context, continuation)
     if not cont:
         raise ValueError(f"the continuation {continuation!r} adds no tokens to the context")
-    tokens = (ctx + cont)[-(_max_length(model) + 1):][:-1]
+    n = _max_length(model)
+    if len(cont) > n:
+        raise ValueError(f"the continuation has {len(cont)} tokens, more than the model's context of {n}")
+    if len(ctx) + len(cont) > n + 1:
+        warnings.warn(f"context + continuation is {len(ctx) + len(cont)} tokens; the context's first "
+                      f"{len(ctx) + len(cont) - n - 1} are cut, as lm-eval cuts them", stacklevel=2)
+    tokens = (ctx + cont)[-(n + 1):][:-1]
     logits = logits_of(model, torch.tensor([tokens]))[0, -len(cont):].float()
     logprobs = torch.log_softmax(logits, dim=-1)
     target = torch.tensor(cont)
@@ -121,7 +128,8 @@ def score_multiple_choice(model, items, delimiter: str = " ", progress: bool = F
 @torch.no_grad()
 def rolling_loglikelihood(model, text: str) -> float:
     """log p(text) scored in disjoint windows of the model's context, the first conditioned on the
-    tokenizer's BOS token (or EOS when it has none), as lm-eval's ``loglikelihood_rolling`` does."""
+    tokenizer's BOS token (or EOS when it has none), as lm-eval's ``loglikelihood_rolling`` does.
+    An empty text is refused (lm-eval would score it 0.0, which no perplexity should average in)."""
     tok = model.tokenizer
     tokens = tok.encode(text)
     if not tokens:
@@ -153,7 +161,8 @@ def perplexities(model, texts: list[str]) -> dict:
 @torch.no_grad()
 def greedy(model, prompt: str, max_new_tokens: int = 32, stop: str = "\n", fwd_hooks=()) -> tuple[str, float]:
     """The greedy continuation of `prompt` up to (not including) `stop`, and its mean log-probability
-    per token (a confidence: near 0 when the model was sure of every token).
+    per generated token, the stop's and an end-of-text's included (a confidence: near 0 when the model
+    was sure of every token).
 
     One forward pass over the prompt, then one per new token, reusing the keys and values of the
     tokens before it (the KV cache, as Hugging Face's ``generate`` does). ``fwd_hooks`` (TransformerLens
@@ -171,7 +180,7 @@ def greedy(model, prompt: str, max_new_tokens: int = 32, stop: str = "\n", fwd_h
     generated, logprobs, past = [], [], None
     with model.hooks(fwd_hooks=list(fwd_hooks)):
         for _ in range(max_new_tokens):
-            out = hf(ids, past_key_values=past, use_cache=True)
+            out = hf(ids, cache=past, use_cache=True)
             past = out.past_key_values
             step = torch.log_softmax(out.logits[0, -1].float(), -1)
             nxt = int(step.argmax())
@@ -179,9 +188,9 @@ def greedy(model, prompt: str, max_new_tokens: int = 32, stop: str = "\n", fwd_h
             if nxt == tok.eos_token_id:           # the model ended its answer (generate stops here too)
                 break
             generated.append(nxt)
-            if stop and stop in tok.decode(generated):
+            if stop and stop in tok.decode(generated, skip_special_tokens=True):
                 break
             ids = torch.tensor([[nxt]], device=device)
-    text = tok.decode(generated)
+    text = tok.decode(generated, skip_special_tokens=True)     # as lm-eval decodes its generations
     cut = text.find(stop) if stop else -1
     return (text[:cut] if cut >= 0 else text), sum(logprobs) / len(logprobs)

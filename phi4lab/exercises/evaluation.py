@@ -4,6 +4,7 @@ abstention, agreement, and the ablation hook."""
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 
@@ -67,6 +68,9 @@ def _bind(f, model):
 
 # ---- Exercise 2: acc and acc_norm, exactly as lm-eval ---------------------------------------------------
 
+TIE = 1e-4          # log-likelihoods closer than this are a tie: either pick passes
+
+
 def check_acc_norm(fn, model, items, lm_eval_samples, delimiter: str, task: str):
     """Every item: the learner's (pred, pred_norm) against the choices lm-eval's acc and acc_norm rewarded."""
     if len(items) != len(lm_eval_samples):
@@ -75,13 +79,19 @@ def check_acc_norm(fn, model, items, lm_eval_samples, delimiter: str, task: str)
     with torch.no_grad():
         for item, sample in zip(items, lm_eval_samples):
             got = fn(model, item.context, item.choices, delimiter)
-            if not (isinstance(got, tuple) and len(got) == 2 and all(isinstance(g, int) for g in got)):
-                raise ExerciseFailure(f"score_item must return a tuple of two ints (pred, pred_norm), got {got!r}")
+            try:
+                got = tuple(operator.index(g) for g in got)
+                assert len(got) == 2 and all(0 <= g < len(item.choices) for g in got)
+            except (TypeError, AssertionError):
+                raise ExerciseFailure(f"score_item must return two choice indices (pred, pred_norm), each in "
+                                      f"0..{len(item.choices) - 1}; got {got!r} on {item.id}") from None
             lls = [r[0] for r in sample["filtered_resps"]]
-            pred = max(range(len(lls)), key=lambda i: lls[i])
-            pred_norm = max(range(len(lls)), key=lambda i: lls[i] / len(item.choices[i]))
-            if got != (pred, pred_norm):
-                wrong.append((item, got, (pred, pred_norm), lls))
+            norm = [ll / len(c) for ll, c in zip(lls, item.choices)]
+            want = (max(range(len(lls)), key=lambda i: lls[i]), max(range(len(lls)), key=lambda i: norm[i]))
+            # a near-tie may go either way between your unbatched sums and lm-eval's batched ones
+            tied = (abs(lls[got[0]] - lls[want[0]]) < TIE, abs(norm[got[1]] - norm[want[1]]) < TIE)
+            if not all(g == w or t for g, w, t in zip(got, want, tied)):
+                wrong.append((item, got, want, lls))
     if wrong:
         item, got, want, lls = wrong[0]
         by_tokens = max(range(len(lls)), key=lambda i: lls[i] / len(model.tokenizer.encode(delimiter + item.choices[i])))
@@ -106,7 +116,7 @@ def _se_ref(scores):
 
 
 SE_MISTAKES = {
-    "use the sample standard deviation (divide by n - 1), as lm-eval does": lambda s: float(s.std(unbiased=False)) / math.sqrt(len(s)),
+    "use the sample standard deviation (divide by n - 1), as lm-eval does": lambda s: float(s.std(correction=0)) / math.sqrt(len(s)),
     "divide the standard deviation by √n: the error of a mean shrinks with the number of items": lambda s: float(s.std()),
     "divide by √n, not n": lambda s: float(s.std()) / len(s),
 }
