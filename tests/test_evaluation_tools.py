@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from phi4lab.analysis.interventions import ablate_heads
+from phi4lab.analysis.interventions import ablation_hooks
 from phi4lab.evaluation import contamination, decontamination, grounding, harness, judgments
 from phi4lab.evaluation.tasks import Item
 
@@ -92,14 +92,29 @@ def test_layer_three_holds_the_induction_heads(tiny_model):
     assert float(scores[:3].max()) < 0.2
 
 
-def test_zero_heads_hooks_equal_ablate_heads(tiny_model):
-    tokens = torch.tensor([tiny_model.tokenizer.encode("    def close(self):\n        self._closed = True")])
+def test_ablation_hooks_zero_exactly_the_listed_heads_during_generation(tiny_model):
+    """The hooks answer_all is given: on hook_z they zero the listed heads and leave the others alone,
+    and inside ``model.hooks`` they reach the Hugging Face forward passes of greedy decoding too."""
+    item = harness.items("stdlib_recall")[0]
     heads = [(3, 0), (3, 7), (2, 3)]
+    seen = {2: [], 3: []}
+
+    def watcher(layer):
+        def watch(z, hook):
+            seen[layer].append(z.clone())
+        return watch
+    watchers = [(f"blocks.{layer}.attn.hook_z", watcher(layer)) for layer in (2, 3)]
     with torch.no_grad():
-        hooked = tiny_model.run_with_hooks(tokens, fwd_hooks=grounding.zero_heads_hooks(tiny_model, heads))
-        assert torch.allclose(hooked, ablate_heads(tiny_model, tokens, heads), atol=1e-6)
+        grounding.answer_all(tiny_model, [item], [item.context], max_new_tokens=3,
+                             fwd_hooks=ablation_hooks(tiny_model, heads) + watchers)
+    for layer in (2, 3):
+        steps = seen[layer]
+        assert len(steps) >= 2                                # the prompt, then each generated token
+        for z in steps:
+            zeroed = [h for h in range(8) if (layer, h) in heads]
+            assert (z[:, :, zeroed] == 0).all() and (z[:, :, [h for h in range(8) if h not in zeroed]] != 0).any()
     with pytest.raises(IndexError, match="layers 0..3"):
-        grounding.zero_heads_hooks(tiny_model, [(9, 0)])
+        ablation_hooks(tiny_model, [(9, 0)])
 
 
 @pytest.mark.slow
@@ -110,7 +125,7 @@ def test_grounded_answers_beat_closed_book_and_need_layer_three(tiny_model):
         grounded = grounding.answer_all(tiny_model, items, contexts)
         closed = grounding.answer_all(tiny_model, items)
         ablated = grounding.answer_all(tiny_model, items, contexts,
-                                       fwd_hooks=grounding.zero_heads_hooks(tiny_model, [(3, h) for h in range(8)]))
+                                       fwd_hooks=ablation_hooks(tiny_model, [(3, h) for h in range(8)]))
     right = [sum(a.correct for a in answers) for answers in (grounded, closed, ablated)]
     assert right[0] > right[1] + 3 and right[0] > right[2] + 3, right
 

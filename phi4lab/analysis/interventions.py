@@ -30,10 +30,9 @@ from transformer_lens.utilities import get_act_name
 from phi4lab.model.guards import check_head, check_hook, check_tokens
 
 
-@torch.no_grad()
-def ablate_heads(model, tokens, heads: list[tuple[int, int]], kind: str = "zero") -> torch.Tensor:
-    """Logits with the given (layer, head) outputs zeroed ("zero") or mean-ablated ("mean")."""
-    tokens = check_tokens(model, tokens)
+def ablation_hooks(model, heads: list[tuple[int, int]], kind: str = "zero") -> list:
+    """TransformerLens forward hooks (on hook_z) that zero ("zero") or mean-ablate ("mean") the given
+    (layer, head) outputs: for run_with_hooks, or for ``model.hooks(...)`` around any other run."""
     if kind not in ("zero", "mean"):
         raise ValueError(f"kind must be 'zero' or 'mean', got {kind!r}")
     by_layer: dict[int, list[int]] = {}
@@ -49,8 +48,14 @@ def ablate_heads(model, tokens, heads: list[tuple[int, int]], kind: str = "zero"
             return z
         return hook
 
-    fwd_hooks = [(get_act_name("z", layer), make_hook(hs)) for layer, hs in by_layer.items()]
-    return model.run_with_hooks(tokens, fwd_hooks=fwd_hooks)
+    return [(get_act_name("z", layer), make_hook(hs)) for layer, hs in by_layer.items()]
+
+
+@torch.no_grad()
+def ablate_heads(model, tokens, heads: list[tuple[int, int]], kind: str = "zero") -> torch.Tensor:
+    """Logits with the given (layer, head) outputs zeroed ("zero") or mean-ablated ("mean")."""
+    tokens = check_tokens(model, tokens)
+    return model.run_with_hooks(tokens, fwd_hooks=ablation_hooks(model, heads, kind))
 
 
 # Per-head hook points and where their head axis sits. hook_q and hook_z have one slice per

@@ -12,8 +12,8 @@ context (grounded, "retrieval-augmented" when a retriever picks the passage). Th
   not attempted; Phi-4's report shows its post-training moving answers from incorrect to not attempted.
 
 And the mechanism: ``induction_heads`` finds the heads that attend from a repeated token to the token
-after its earlier copy (``analysis.heads``), and ``zero_heads_hooks`` removes them, so that the same
-questions can be asked of a model that can no longer copy from its context.
+after its earlier copy (``analysis.heads``), and ``analysis.interventions.ablation_hooks`` removes them,
+so that the same questions can be asked of a model that can no longer copy from its context.
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformer_lens.utilities import get_act_name
 
 from phi4lab.evaluation.scoring import greedy
-from phi4lab.model.guards import check_head
 
 
 class Retriever:
@@ -100,19 +98,3 @@ def induction_heads(model, threshold: float = 0.4, **kwargs) -> list[tuple[int, 
     scores = induction_score_table(model, **kwargs)
     found = [(int(layer), int(head)) for layer, head in (scores >= threshold).nonzero().tolist()]
     return sorted(found, key=lambda lh: -float(scores[lh]))
-
-
-def zero_heads_hooks(model, heads: list[tuple[int, int]]) -> list:
-    """Forward hooks that zero the given heads' outputs (hook_z), for answer_all(fwd_hooks=...)."""
-    by_layer: dict[int, list[int]] = {}
-    for layer, head in heads:
-        check_head(model, layer, head)
-        by_layer.setdefault(layer, []).append(head)
-
-    def make(hs):
-        def hook(z, hook):
-            z = z.clone()
-            z[:, :, hs] = 0
-            return z
-        return hook
-    return [(get_act_name("z", layer), make(hs)) for layer, hs in by_layer.items()]
