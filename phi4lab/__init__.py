@@ -17,6 +17,7 @@ from phi4lab.model.loading import (
     wrap,
 )
 from phi4lab.model.memory import InsufficientMemoryError
+from phi4lab.model.nnsight_lens import nnsight
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,7 @@ __all__ = [
     "WeightsNotFoundError",
     "config",
     "load",
+    "nnsight",
     "save",
     "wrap",
 ]

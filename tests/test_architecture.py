@@ -165,8 +165,8 @@ def test_trained_phi4_tiny_through_the_bridge():
 
 def test_refuses_what_it_does_not_implement(tokens):
     cfg = C.scaled(d_model=64, n_layers=1)
-    cfg.rope_parameters = dict(cfg.rope_parameters, partial_rotary_factor=0.75)
-    with pytest.raises(ValueError, match="partial_rotary_factor=0.75"):
+    cfg.rope_parameters = dict(cfg.rope_parameters, rope_type="longrope")
+    with pytest.raises(ValueError, match="LongRoPE"):
         A.Phi4(cfg)
     model = A.Phi4(C.scaled(d_model=64, n_layers=1))
     with pytest.raises(ValueError, match="exceed the context of 512"):
@@ -181,3 +181,22 @@ def test_family_parameter_counts_match_the_published_configs():
     # Phi-4 is Phi-3-medium's shape with the bigger vocabulary: the whole difference is in the embeddings
     diff = C.count_parameters(C.FAMILY["phi-4"]) - C.count_parameters(C.FAMILY["phi-3-medium-4k"])
     assert diff == 2 * (100_352 - 32_064) * 5120
+
+
+def test_partial_rotary_and_tied_embeddings_as_in_phi4_mini():
+    """Phi-4-mini rotates 3/4 of each head (partial_rotary_factor 0.75) and ties its embeddings; a twin
+    with those settings matches Hugging Face, and not when the whole head is rotated instead."""
+    cfg = C.scaled(d_model=64, n_layers=2, partial_rotary_factor=0.75, tie_word_embeddings=True)
+    assert C.rotary_dim(cfg) == 6 and C.head_dim(cfg) == 8
+    assert C.rotary_dim(C.FAMILY["phi-4-mini"]) == 96 and C.rotary_dim(C.PHI4) == 128
+    hf = random_hf_model(cfg, seed=3)
+    ours = A.Phi4.from_hf(hf)
+    x = torch.randint(0, 4000, (2, 40), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        reference = hf(x).logits
+        torch.testing.assert_close(ours(x), reference, atol=1e-4, rtol=1e-4)
+        assert ours.lm_head.weight.data_ptr() != 0 and torch.equal(ours.lm_head.weight, ours.embed_tokens.weight)
+        whole = C.scaled(d_model=64, n_layers=2, tie_word_embeddings=True)
+        wrong = A.Phi4(whole)
+        wrong.load_state_dict(ours.state_dict())
+        assert (wrong(x) - reference).abs().max() > 1e-3, "rotating the whole head must differ"

@@ -100,11 +100,19 @@ def test_device_map_is_passed_through(tiny_dir, monkeypatch):
     assert model.cfg.device in ("cpu", torch.device("cpu"))
 
 
-def test_unknown_name_lists_valid_names():
-    with pytest.raises(phi4lab.UnknownModelError) as err:
-        phi4lab.load("microsoft/phi-5")
-    message = str(err.value)
-    assert "'microsoft/phi-4'" in message and "'phi4-tiny'" in message and "Did you mean 'microsoft/phi-4'" in message
+def phi4lab_error(name):
+    with pytest.raises(Exception) as err:
+        phi4lab.load(name)
+    return err.value
+
+
+def test_unknown_name_lists_valid_names(hf_cache):
+    for name in ("microsoft/phi-5", "phi-4"):          # a repository id not in the cache, and a bare name
+        with pytest.raises(phi4lab.UnknownModelError) as err:
+            phi4lab.load(name)
+        message = str(err.value)
+        assert "'microsoft/phi-4'" in message and "'phi4-tiny'" in message and "Did you mean '" in message
+    assert "Did you mean 'microsoft/phi-4'" in str(phi4lab_error("microsoft/phi-5"))
 
 
 def test_name_and_config_are_exclusive():
@@ -269,13 +277,15 @@ def hf_cache(tmp_path, monkeypatch):
     return cache
 
 
-def fake_snapshot(cache, files_from=None, config=None):
-    commit = "0" * 40
-    repo = cache / "models--microsoft--phi-4"
-    snap = repo / "snapshots" / commit
+def fake_snapshot(cache, files_from=None, config=None, repo="microsoft/phi-4", commit="0" * 40, ref="main"):
+    """A snapshot laid out as huggingface_hub lays out its cache: refs/<branch> names the commit folder."""
+    owner, name = repo.split("/")
+    root = cache / f"models--{owner}--{name}"
+    snap = root / "snapshots" / commit
     snap.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
+    (root / "refs").mkdir(exist_ok=True)
+    if ref is not None:
+        (root / "refs" / ref).write_text(commit)
     if files_from is not None:
         for f in files_from.iterdir():
             shutil.copy(f, snap)
@@ -334,3 +344,157 @@ def test_the_shipped_phi4_tiny_is_checked_byte_for_byte(tmp_path, monkeypatch):
     monkeypatch.setattr(loading, "DATA_DIR", tmp_path)
     with pytest.raises(phi4lab.CheckpointError, match=r"model.safetensors has sha256 .* restore data/phi4-tiny"):
         phi4lab.load("phi4-tiny")
+
+
+def test_random_full_size_phi4_is_built_on_its_device_in_its_dtype():
+    """On an accelerator the random weights are made there, in the asked dtype: a full-size Phi-4 never
+    passes through host memory as 58.6 GB of fp32. The meta device (shapes, no memory) stands in for a GPU."""
+    model = loading.random_hf_model(phi4lab.config.PHI4, device="meta", dtype=torch.bfloat16)
+    tensors = list(model.parameters()) + list(model.buffers())
+    assert {t.device.type for t in tensors} == {"meta"}
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert sum(p.numel() for p in model.parameters()) == phi4lab.config.count_parameters(phi4lab.config.PHI4)
+    assert model.config._attn_implementation == "eager"
+
+
+# ---- any Phi-3-architecture repository in the cache, by its id ----
+
+
+def word_tokenizer(words):
+    """A tokenizer of its own (not Phi-4's): one id per word, with a chat template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<unk>", "<|end|>", *words])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", eos_token="<|end|>")
+    tok.chat_template = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    return tok
+
+
+def test_phi4_mini_loads_by_id_with_its_own_tokenizer(hf_cache, tmp_path):
+    """Phi-4-mini's settings on a tiny twin: partial rotary 0.75, tied embeddings, a vocabulary not Phi-4's."""
+    cfg = C.scaled(d_model=64, n_layers=2, vocab_size=300, partial_rotary_factor=0.75, tie_word_embeddings=True)
+    snap = fake_snapshot(hf_cache, repo="microsoft/Phi-4-mini-instruct")
+    loading.random_hf_model(cfg, seed=5).save_pretrained(snap)
+    word_tokenizer(["the", "cat", "sat", "on", "mat"]).save_pretrained(snap)
+    model = phi4lab.load("microsoft/Phi-4-mini-instruct")
+    assert model.revision == "0" * 40
+    assert model.to_tokens("the cat sat").tolist() == [[2, 3, 4]], "its own tokenizer, not Phi-4's"
+    assert "<|user|>hi<|end|>" == model.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}],
+                                                                       tokenize=False)
+    reference = Phi3ForCausalLM.from_pretrained(snap, attn_implementation="eager").eval()
+    tokens = torch.randint(0, 300, (2, 30), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), reference(tokens).logits, atol=1e-4, rtol=1e-4)
+    from phi4lab.scratch.architecture import Phi4
+    with torch.no_grad():
+        torch.testing.assert_close(Phi4.from_hf(model)(tokens), reference(tokens).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_a_pinned_revision_loads_that_commit_and_its_chat_template(hf_cache, tiny_dir, capsys):
+    """Phi-4-reasoning shares Phi-4's shape and ships its own chat template; revision= picks the commit."""
+    repo, old, new = "microsoft/Phi-4-reasoning", "1" * 40, "2" * 40
+    phi4_tokenizer().save_pretrained(fake_snapshot(hf_cache, files_from=tiny_dir, repo=repo, commit=old, ref=None))
+    latest = fake_snapshot(hf_cache, files_from=tiny_dir, repo=repo, commit=new)
+    tok = phi4_tokenizer()
+    tok.chat_template = "{% for m in messages %}<think>{{ m['content'] }}{% endfor %}"
+    tok.save_pretrained(latest)
+    tip = phi4lab.load(repo)
+    pinned = phi4lab.load(repo, revision=old)
+    assert (tip.revision, pinned.revision) == (new, old)
+    assert f"{repo} at commit {old} (revision={old!r})" in capsys.readouterr().out
+    chat = [{"role": "user", "content": "2+2?"}]
+    assert tip.tokenizer.apply_chat_template(chat, tokenize=False) == "<think>2+2?"
+    assert pinned.tokenizer.chat_template != tip.tokenizer.chat_template
+
+
+def test_a_repository_is_preflighted_from_its_config_before_weights(hf_cache):
+    fake_snapshot(hf_cache, repo="someone/phi4-finetune", config=C.PHI4_CONFIG_JSON)     # a config, no weights
+    with pytest.raises(phi4lab.InsufficientMemoryError, match="someone/phi4-finetune"):
+        phi4lab.load("someone/phi4-finetune", memory_budget_bytes=24 * 2**30)
+
+
+def test_a_missing_repository_names_what_the_cache_holds(hf_cache, tiny_dir):
+    fake_snapshot(hf_cache, files_from=tiny_dir, repo="someone/phi4-finetune")
+    with pytest.raises(phi4lab.UnknownModelError) as err:
+        phi4lab.load("someone/phi4-finetuned")
+    assert "Did you mean 'someone/phi4-finetune'" in str(err.value)
+    assert "The cache holds: someone/phi4-finetune" in str(err.value)
+    with pytest.raises(phi4lab.WeightsNotFoundError, match="huggingface-cli download microsoft/Phi-4-reasoning"):
+        phi4lab.load("microsoft/Phi-4-reasoning")
+    not_phi3 = dict(C.PHI4_CONFIG_JSON, model_type="llama", architectures=["LlamaForCausalLM"])
+    fake_snapshot(hf_cache, repo="someone/llama", config=not_phi3)
+    with pytest.raises(phi4lab.CheckpointError, match="LlamaForCausalLM"):
+        phi4lab.load("someone/llama")
+
+
+# ---- a model split over devices (device_map), on a CPU: part in memory, part offloaded to disk ----
+
+
+def split_map(n_layers, on_disk):
+    """An explicit accelerate map: the embedding and some blocks in memory, the other blocks and lm_head on disk."""
+    placed = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.norm": "cpu", "lm_head": "disk"}
+    placed.update({f"model.layers.{i}": "disk" if i in on_disk else "cpu" for i in range(n_layers)})
+    return placed
+
+
+@pytest.fixture(scope="module")
+def whole_and_split(tmp_path_factory):
+    path = save_checkpoint(C.scaled(d_model=64, n_layers=4), tmp_path_factory.mktemp("split"), seed=2)
+    offload = tmp_path_factory.mktemp("offload")
+    return path, phi4lab.load(path), phi4lab.load(path, device_map=split_map(4, {2, 3}), offload_folder=offload)
+
+
+def test_a_split_model_computes_what_the_whole_one_does(whole_and_split):
+    _, whole, split = whole_and_split
+    assert set(split.original_model.hf_device_map.values()) == {"cpu", "disk"}
+    # Offloaded: the fused weights are on the meta device, read from disk as the block runs. (TransformerLens also
+    # keeps its own split copies of Q, K, V, gate and up in memory; on a real split that costs RAM, see README.)
+    fused = {n: p.device.type for n, p in split.original_model.model.layers[3].named_parameters()}
+    assert fused["_original_component.self_attn.qkv._original_component.weight"] == "meta"
+    assert fused["_original_component.mlp._original_component.gate_up_proj.weight"] == "meta"
+    x = torch.randint(0, 1000, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(split(x), whole(x))
+    from phi4lab.analysis.interventions import ablate_heads
+    assert torch.equal(ablate_heads(split, x, [(1, 2), (3, 0)]), ablate_heads(whole, x, [(1, 2), (3, 0)]))
+
+
+def test_cache_plans_are_checked_per_device_on_a_split_model(whole_and_split, monkeypatch):
+    from phi4lab.analysis import cache_plan as P
+    from phi4lab.model import bridge as B
+    _, whole, split = whole_and_split
+    x = torch.randint(0, 1000, (2, 12), generator=torch.Generator().manual_seed(1))
+    plan = P.plan_cache(split, 12, 2)
+    assert P.bytes_per_device(split, plan) == {torch.device("cpu"): plan.total_bytes}   # disk blocks run on the CPU
+    _, got = P.run_with_plan(split, x, plan)
+    _, expected = whole.run_with_cache(x)
+    assert all(torch.equal(got[n], expected[n]) for n in plan.names)
+    # Two GPUs, as accelerate would name them: blocks 0-1 and the embedding on cuda:0, blocks 2-3 and lm_head on cuda:1.
+    def placed(model, layer=None, *, part="layer"):
+        first = part == "embed" or part == "layer" and layer < 2
+        return torch.device("cuda:0" if first else "cuda:1")
+    monkeypatch.setattr(B, "execution_device", placed)
+    per_device = P.bytes_per_device(split, plan)
+    assert sum(per_device.values()) == plan.total_bytes
+    later = sum(b for n, b in plan.bytes_per_hook.items() if n.startswith(("blocks.2.", "blocks.3.")))
+    assert per_device[torch.device("cuda:1")] > later > 0
+    budgets = {"cuda:0": per_device[torch.device("cuda:0")], "cuda:1": per_device[torch.device("cuda:1")] - 1}
+    with pytest.raises(phi4lab.InsufficientMemoryError, match="on cuda:1"):
+        P.run_with_plan(split, x, plan, budget_bytes=budgets)
+
+
+def test_device_map_auto_is_preflighted_against_max_memory(whole_and_split):
+    path, whole, _ = whole_and_split
+    with pytest.raises(phi4lab.InsufficientMemoryError, match="max_memory's devices"):
+        phi4lab.load(path, device_map="auto", max_memory={"cpu": "1MB"})
+    model = phi4lab.load(path, device_map="auto", max_memory={"cpu": "1GiB"})
+    x = torch.randint(0, 1000, (1, 9), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(model(x), whole(x))
+    with pytest.raises(ValueError, match="device_map='auto' too"):
+        phi4lab.load(path, max_memory={"cpu": "1GiB"})
+    with pytest.raises(ValueError, match="random model"):
+        phi4lab.load(config=C.scaled(), device_map="auto")

@@ -50,6 +50,10 @@ def test_student_edition_hides_solutions(path):
 def test_every_check_fails_on_the_student_edition(path, tmp_path):
     counts = build_student_edition(COURSE, tmp_path)
     student = nbformat.read(tmp_path / path.name, as_version=4)
+    # Run up to the last check: the cells after it show results and this test reads none of them
+    # (notebook 09's closing bias cards alone take 80 s).
+    last = max(i for i, c in enumerate(student.cells) if "check" in c.metadata.get("tags", []))
+    student.cells = student.cells[:last + 1]
     NotebookClient(student, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=True,
                    resources={"metadata": {"path": str(COURSE)}}).execute()
     checks = [c for c in student.cells if "check" in c.metadata.get("tags", [])]

@@ -22,8 +22,9 @@ def _random_norms(model, seed=1):
     return model
 
 
-@pytest.fixture(scope="module", params=[dict(), dict(n_kv_heads=1), dict(num_attention_heads=4, num_key_value_heads=4)],
-            ids=["gqa", "one-kv-head", "no-gqa"])
+@pytest.fixture(scope="module", params=[dict(), dict(n_kv_heads=1), dict(num_attention_heads=4, num_key_value_heads=4),
+                                        dict(partial_rotary_factor=0.75, tie_word_embeddings=True)],
+            ids=["gqa", "one-kv-head", "no-gqa", "phi4-mini-rotary"])
 def model(request):
     return _random_norms(phi4lab.load(config=scaled(d_model=64, n_layers=3, **request.param), seed=0))
 

@@ -435,6 +435,36 @@ assert gap < 1e-4, f"TransformerLens and phi4lab disagree by {gap:.2e}"
 print(f"largest difference from phi4lab's patching, over {tl.numel()} patched runs, below 1e-4: {gap < 1e-4}")
 
 # %% [markdown]
+# ### The same experiment in nnsight
+#
+# nnsight is the other library this field uses to reach inside a model ([Fiotto-Kaufman et al., *NNsight and NDIF*, ICLR 2025](https://arxiv.org/abs/2407.14561)). It has no hook names: it wraps the Hugging Face model as it is, and you address an activation by its module's path. The residual stream entering block `L`, TransformerLens' `blocks.L.hook_resid_pre`, is that block's input, `lens.model.layers[L].input`. `phi4lab.nnsight(model)` hands nnsight the same tensors as `model`, shared, not copied.
+#
+# The code inside `with lens.trace(...)` does not run line by line. nnsight records it, runs the model once when the block closes with the recorded reads and writes woven into the forward pass, and returns only what was `.save()`d. That deferral is the point for a model as large as Phi-4: with `remote=True`, the recorded experiment is sent to NDIF, a shared service where large open models stay loaded on GPUs, and only the saved values travel back. The same cell then runs against any model NDIF hosts, without a GPU of your own. (These machines have no network, so here it runs locally.)
+#
+# **Predict, then run.** Written this way, will the whole grid above come out exactly the same, bit for bit, or only to within rounding?
+#
+# <details><summary>Answer (after running the next cell)</summary>Bit for bit. Both libraries run the same Hugging Face modules on the same weights, in the same order, and paste the same clean values into the same place, so rounding has nothing to act on. Only the way the experiment is written differs: a hook function attached to a named point, or a recorded block of code addressed by module path. tests/test_nnsight_lens.py checks the same equality on other prompts.</details>
+
+# %%
+lens = phi4lab.nnsight(model)          # the same weights as `model`, through nnsight
+
+
+def nnsight_patch_resid_pre(layer: int, position: int) -> torch.Tensor:
+    """logit(A) - logit(B) per pair, with the residual stream entering `layer` at `position` from the clean run."""
+    with lens.trace(clean):
+        source = lens.model.layers[layer].input.save()              # recorded now, computed when the block ends
+    with lens.trace(corrupt):
+        lens.model.layers[layer].input[:, position] = source[:, position]
+        logits = lens.lm_head.output.save()
+    return copy_diff(logits)
+
+
+both_ways = torch.stack([torch.stack([nnsight_patch_resid_pre(layer, pos) for pos in range(T)])
+                         for layer in range(model.cfg.n_layers)])
+print(f"{both_ways.shape[0] * both_ways.shape[1]} patched runs of {n_pairs} pairs written in nnsight; "
+      f"identical to phi4lab's, bit for bit: {torch.equal(both_ways, patched[:-1])}")
+
+# %% [markdown]
 # ## 5. What the evidence shows, and what it does not
 #
 # * **The logit lens** shows what the residual stream would say if the model stopped early. It assumes the later layers read the stream in the same "language" as the unembedding; in early layers that is often false, so a poor early prediction does not prove the information is absent.

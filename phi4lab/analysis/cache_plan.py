@@ -206,11 +206,38 @@ def plan_cache(model_or_config, seq_len: int, batch: int = 1, names=None, dtype:
     return CachePlan(seq_len, batch, dtype, per_hook, total, _shape_of(cfg))
 
 
-def run_with_plan(model, tokens: torch.Tensor, plan: CachePlan, budget_bytes: int | None = None):
+_EMBED_SIDE = {"embed", "hook_embed", "rotary_emb"}        # hooks outside the blocks that run before them
+
+
+def bytes_per_device(model, plan: CachePlan) -> dict[torch.device, int]:
+    """The plan's bytes on each device of a model split over several (device_map=), aliases counted once.
+
+    A hook's activation lives where its layer computes: blocks.L.* with block L, the embedding's hooks
+    with the embedding, the rest (ln_final, unembed) with lm_head. One device holds it all otherwise.
+    """
+    from phi4lab.model.bridge import execution_device
+
+    cfg, _ = _config_of(model)
+    _, groups = hook_table(cfg, plan.dtype)
+    per_device, seen = {}, set()
+    for name, nbytes in plan.bytes_per_hook.items():
+        if groups[name] in seen:
+            continue
+        seen.add(groups[name])
+        layer = _layer(name)
+        first = name.split(".")[0]
+        part = "layer" if layer is not None else "embed" if first in _EMBED_SIDE else "unembed"
+        device = execution_device(model, layer, part=part)
+        per_device[device] = per_device.get(device, 0) + nbytes
+    return per_device
+
+
+def run_with_plan(model, tokens: torch.Tensor, plan: CachePlan, budget_bytes: int | dict | None = None):
     """Run the model caching exactly the plan's hook points, after checking the plan fits.
 
-    Returns (logits, ActivationCache). Refuses, before allocating, if the
-    plan's total exceeds the budget (default: a safe share of free memory).
+    Returns (logits, ActivationCache). Refuses, before allocating, if the plan's bytes on any
+    device exceed its budget: by default a safe share of that device's free memory; an int is
+    the budget of each device, a dict gives one per device ({"cuda:0": ..., "cuda:1": ...}).
     """
     if tokens.ndim == 1:
         tokens = tokens[None]
@@ -227,11 +254,12 @@ def run_with_plan(model, tokens: torch.Tensor, plan: CachePlan, budget_bytes: in
     if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg.vocab_size):
         raise ValueError(f"token ids must be in 0..{cfg.vocab_size - 1} for this model's vocabulary; "
                          f"these run from {int(tokens.min())} to {int(tokens.max())}")
-    device = next(model.parameters()).device
-    preflight(plan.total_bytes, what=f"an activation cache of {len(plan.names)} hook points", device=device,
-              budget_bytes=budget_bytes,
-              advice="Cache fewer hook points, e.g. names=lambda n: n.endswith('hook_pattern'), "
-                     "or fewer layers or tokens; plan_cache(...) shows what each one costs.")
+    for device, need in bytes_per_device(model, plan).items():
+        budget = budget_bytes.get(str(device)) if isinstance(budget_bytes, dict) else budget_bytes
+        preflight(need, what=f"an activation cache of {len(plan.names)} hook points ({human_bytes(need)} of "
+                             f"it on {device})", device=device, budget_bytes=budget,
+                  advice="Cache fewer hook points, e.g. names=lambda n: n.endswith('hook_pattern'), "
+                         "or fewer layers or tokens; plan_cache(...) shows what each one costs.")
     wanted = set(plan.names)
     return model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
 

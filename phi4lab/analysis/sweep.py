@@ -48,7 +48,7 @@ from phi4lab.model import config as phi4config
 from phi4lab.model.bridge import hf_config, hf_state_dict
 from phi4lab.model.guards import check_tokens
 from phi4lab.scratch.architecture import (
-    apply_rotary,
+    apply_partial_rotary,
     gated_mlp,
     repeat_kv,
     rms_norm,
@@ -87,9 +87,9 @@ class _Forward:
     def __init__(self, model):
         cfg = hf_config(model)
         rope = rope_parameters(cfg)
-        if rope.get("rope_type", "default") != "default" or rope.get("partial_rotary_factor", 1.0) != 1.0:
-            raise ValueError("the fast sweep implements Phi-4's rotary embedding (whole head, default type); "
-                             f"this config has {rope}")
+        if rope.get("rope_type", "default") != "default":
+            raise ValueError("the fast sweep implements the default rotary embedding (Phi-4's, Phi-4-mini's at "
+                             f"short contexts), not LongRoPE; this config has {rope}")
         state = hf_state_dict(model)
         self.n_layers, self.H, self.KV = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads
         self.d_head, self.eps = phi4config.head_dim(cfg), cfg.rms_norm_eps
@@ -101,13 +101,13 @@ class _Forward:
             ("ln1", "input_layernorm.weight"), ("qkv", "self_attn.qkv_proj.weight"), ("o", "self_attn.o_proj.weight"),
             ("ln2", "post_attention_layernorm.weight"), ("gate_up", "mlp.gate_up_proj.weight"),
             ("down", "mlp.down_proj.weight"))} for i in range(self.n_layers)]
-        self.theta = rope["rope_theta"]
+        self.theta, self.cfg = rope["rope_theta"], cfg
         self.dtype, self.device = self.embed.dtype, self.embed.device
         self._cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def cos_sin(self, T: int):
         if self._cos_sin is None or self._cos_sin[0].shape[0] < T:
-            cos, sin = rotary_cos_sin(torch.arange(T, device=self.device), self.d_head, self.theta)
+            cos, sin = rotary_cos_sin(torch.arange(T, device=self.device), phi4config.rotary_dim(self.cfg), self.theta)
             self._cos_sin = (cos.to(self.dtype), sin.to(self.dtype))
         return self._cos_sin[0][:T], self._cos_sin[1][:T]
 
@@ -120,7 +120,7 @@ class _Forward:
         S = x.shape[1]
         q, k, v = split_qkv(F.linear(rms_norm(x, w["ln1"], self.eps), w["qkv"]), self.H, self.KV, self.d_head)
         cos, sin = self.cos_sin(start + S)
-        q, k = apply_rotary(q, cos[start:], sin[start:]), apply_rotary(k, cos[start:], sin[start:])
+        q, k = apply_partial_rotary(q, cos[start:], sin[start:]), apply_partial_rotary(k, cos[start:], sin[start:])
         keys = k if not start else torch.cat([past_k, k], dim=2)
         values = v if not start else torch.cat([past_v, v], dim=2)
         rep = self.H // self.KV

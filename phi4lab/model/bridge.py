@@ -58,6 +58,25 @@ def logits_of(model, tokens: torch.Tensor) -> torch.Tensor:
     return out if torch.is_tensor(out) else out.logits
 
 
+def execution_device(model, layer: int | None = None, *, part: str = "layer") -> torch.device:
+    """Where a part of a (possibly split) model computes, so where its activations live.
+
+    part: "layer" (decoder block `layer`), "embed" (the embedding), or "unembed" (the final norm
+    and lm_head). A model split by accelerate (``device_map=``) carries an ``AlignDevicesHook`` on
+    each placed module that names its execution device, also for weights offloaded to disk
+    (whose parameters sit on the meta device); otherwise it is where the parameters are.
+    """
+    hf = unwrap(model)
+    module = {"layer": lambda: hf.model.layers[layer], "embed": lambda: hf.model.embed_tokens,
+              "unembed": lambda: hf.lm_head}[part]()
+    for m in module.modules():
+        hook = getattr(m, "_hf_hook", None)
+        if getattr(hook, "execution_device", None) is not None:
+            return torch.device(hook.execution_device)
+    device = next(module.parameters()).device
+    return torch.device("cpu") if device.type == "meta" else device
+
+
 def hf_state_dict(model: TransformerBridge) -> dict[str, torch.Tensor]:
     """The Hugging Face `Phi3ForCausalLM` state dict of a bridged model.
 

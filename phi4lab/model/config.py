@@ -114,6 +114,7 @@ _FIELDS = {
     "bos_token_id",
     "eos_token_id",
     "pad_token_id",
+    "partial_rotary_factor",
 }
 
 
@@ -180,6 +181,17 @@ def scaled(
 def head_dim(cfg: Phi3Config) -> int:
     """Hugging Face's rule: an explicit head_dim wins, else hidden_size // n_heads."""
     return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+
+
+def rotary_dim(cfg: Phi3Config) -> int:
+    """How many dimensions of each head RoPE rotates: all of them in Phi-4, three quarters in Phi-4-mini.
+
+    Hugging Face's rule: int(head_dim x partial_rotary_factor); the rest of the head passes unrotated.
+    transformers 5 keeps the factor in cfg.rope_parameters, older versions in a field of its own.
+    """
+    factor = (getattr(cfg, "rope_parameters", None) or {}).get("partial_rotary_factor",
+                                                                getattr(cfg, "partial_rotary_factor", 1.0))
+    return int(head_dim(cfg) * (1.0 if factor is None else factor))
 
 
 def parameter_breakdown(cfg: Phi3Config) -> dict[str, int]:

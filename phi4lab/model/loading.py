@@ -12,7 +12,10 @@ Three kinds of model load through it:
 
 * `load("microsoft/phi-4", revision=...)`: the real 14.7B model from the Hugging Face
   hub or a local HF cache. Its config is read first (a few KB) and a memory pre-flight
-  refuses a model that cannot fit before a single weight is read.
+  refuses a model that cannot fit before a single weight is read. Any other
+  Phi-3-architecture repository loads by its id the same way (`microsoft/Phi-4-reasoning`,
+  `microsoft/Phi-4-mini-instruct`, a community fine-tune), with its own tokenizer and
+  chat template; the commit loaded is kept as ``model.revision``.
 * `load("path/to/dir")`: any local Phi-3-architecture checkpoint, from safetensors
   only. Pickle files (`pytorch_model.bin`) can run arbitrary code when loaded, so
   they are refused. The file's tensor names and shapes are checked against the
@@ -37,6 +40,7 @@ import copy
 import difflib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +69,13 @@ TINY_SHA256 = {
 }
 KNOWN_MODELS = {
     HUB_PHI4: "the real 14.7B Phi-4, from the Hugging Face hub or a local HF cache (needs ~30 GB in bf16)",
+    "microsoft/Phi-4-reasoning": "Phi-4 fine-tuned to reason step by step (same shape, its own chat template)",
+    "microsoft/Phi-4-reasoning-plus": "Phi-4-reasoning with further reinforcement learning (same shape)",
+    "microsoft/Phi-4-mini-instruct": "the 3.8B Phi-4-mini (partial rotary, tied embeddings, a 200K vocabulary)",
     TINY: "the small trained Phi-4-architecture twin shipped in data/phi4-tiny/ (runs on a laptop CPU)",
 }
+# A Hugging Face repository id: owner/name (https://huggingface.co/docs/hub/repositories).
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 
 class UnknownModelError(ValueError):
@@ -92,6 +101,8 @@ def load(
     device_map: str | dict | None = None,
     tokenizer: PreTrainedTokenizerFast | None = None,
     memory_budget_bytes: int | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
 ) -> TransformerBridge:
     """Load a Phi-4-architecture model as a TransformerLens TransformerBridge.
 
@@ -104,15 +115,23 @@ def load(
         revision: a hub commit, branch or tag to pin for "microsoft/phi-4". Either way the
             commit loaded is printed and kept as ``model.revision``.
         seed: seed for the random initialisation of a config-built model.
-        device_map: passed to Hugging Face / accelerate to spread a model over several GPUs.
+        device_map: passed to Hugging Face / accelerate to spread a checkpoint over several
+            devices: "auto" (GPUs first, then the CPU, then `offload_folder`), or an explicit
+            {module name: device} map such as {"model.layers.0": 0, ..., "lm_head": 1}.
+            Hooks, caches and cache plans work on the split model (a plan is checked per device).
         tokenizer: override the tokenizer (needed for a random model whose vocabulary
             is not Phi-4's 100,352 ids).
         memory_budget_bytes: refuse models whose weights exceed this; defaults to a safe
-            share of the device's free memory.
+            share of the device's free memory (with a device_map: of all the devices it may use).
+        max_memory: with device_map, accelerate's per-device budget, e.g. {0: "70GiB", 1: "70GiB",
+            "cpu": "100GiB"}; the weights must fit in its sum.
+        offload_folder: with device_map, where accelerate may put what fits on no device ("disk"
+            in the map). Nothing is refused for size then: the disk holds the rest, slowly.
     """
     source = resolve(name_or_path, config=config, revision=revision, seed=seed)
     return materialise(source, dtype=dtype, device=device, device_map=device_map, tokenizer=tokenizer,
-                       memory_budget_bytes=memory_budget_bytes)
+                       memory_budget_bytes=memory_budget_bytes, max_memory=max_memory,
+                       offload_folder=offload_folder)
 
 
 # --------------------------------------------------------------------------------------
@@ -146,7 +165,8 @@ class Source:
 
 _ADVICE_RANDOM = "Use a smaller config (phi4lab.config.scaled(d_model=..., n_layers=...))."
 _ADVICE_LOCAL = "Try dtype=torch.bfloat16 on a GPU, or a machine with more memory."
-_ADVICE_HUB = "Phi-4 wants a GPU with >= 32 GB in bf16 (dtype=torch.bfloat16), or device_map='auto' over several."
+_ADVICE_HUB = ("Load it in bf16 (dtype=torch.bfloat16) on a GPU that holds the weights with room to spare "
+               "(Phi-4: 29.3 GB, so 32 GB or more), or spread it with device_map='auto' over several.")
 
 
 def resolve(name_or_path=None, *, config: Phi3Config | None = None, revision: str | None = None,
@@ -162,30 +182,42 @@ def resolve(name_or_path=None, *, config: Phi3Config | None = None, revision: st
     name = TINY if name_or_path is None else os.fspath(name_or_path)
     if name == TINY:
         return _tiny_source()
-    if name == HUB_PHI4:
+    if name in KNOWN_MODELS:
         return _hub_source(name, revision)
     path = Path(name).expanduser()
     if path.is_dir():
         return Source(read_config(path), label=str(path), advice=_ADVICE_LOCAL, folder=path)
+    if _REPO_ID.fullmatch(name):
+        return _hub_source(name, revision)
     close = difflib.get_close_matches(name, list(KNOWN_MODELS), n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     listing = "; ".join(f"{k!r}: {v}" for k, v in KNOWN_MODELS.items())
     raise UnknownModelError(
         f"unknown model {name!r} (and no such directory).{hint} Valid names: {listing}. "
-        "Or pass the path of a local Phi-3-architecture checkpoint, or config=phi4lab.config.scaled(...)."
+        "Or pass the id of a Phi-3-architecture repository in the local Hugging Face cache (owner/name), "
+        "the path of a local checkpoint, or config=phi4lab.config.scaled(...)."
     )
 
 
 def materialise(source: Source, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                 device_map=None, tokenizer: PreTrainedTokenizerFast | None = None,
-                memory_budget_bytes: int | None = None) -> TransformerBridge:
+                memory_budget_bytes: int | None = None, max_memory: dict | None = None,
+                offload_folder=None) -> TransformerBridge:
     """Pre-flight, fetch, validate, build and bridge: the same steps, in this order, for every source."""
     cfg = source.config
-    # 1. Memory, from the config's arithmetic alone. With a device_map the weights land on the
-    #    GPUs when there are any, so those are what must hold them.
-    where = device if device_map is None else "cuda" if torch.cuda.is_available() else "cpu"
+    if device_map is None and (max_memory is not None or offload_folder is not None):
+        raise ValueError("max_memory= and offload_folder= place a model with device_map=; pass device_map='auto' too")
+    if device_map is not None and source.folder is None and source.repo is None:
+        raise ValueError("device_map= places a checkpoint's weights; a random model is built on one device= "
+                         "(save it with phi4lab.save and load that folder to split it)")
+    # 1. Memory, from the config's arithmetic alone. With a device_map, the devices it may use
+    #    together must hold the weights.
+    where, budget = device, memory_budget_bytes
+    if device_map is not None:
+        where, placed_budget = _placement_budget(max_memory, offload_folder)
+        budget = memory_budget_bytes if memory_budget_bytes is not None else placed_budget
     preflight(phi4config.weight_bytes(cfg, dtype), what=f"{source.what} in {dtype}", device=where,
-              budget_bytes=memory_budget_bytes, advice=source.advice)
+              budget_bytes=budget, advice=source.advice)
     # 2. The weights' folder: a hub download happens only now, once the model is known to fit.
     folder = _fetch(source) if source.repo is not None else source.folder
     # 3. Build. Loading must not consume the caller's random stream (notebooks seed once at the top),
@@ -193,15 +225,15 @@ def materialise(source: Source, *, dtype: torch.dtype = torch.float32, device: s
     with torch.random.fork_rng(devices=[]):
         if folder is None:
             torch.manual_seed(source.seed)
-            model = _random_weights(cfg).to(device=device, dtype=dtype)
+            model = _random_weights(cfg, device=device, dtype=dtype)
             tokenizer = tokenizer or _tokenizer_for(cfg, None)
             name = source.label
         else:
             validate_checkpoint(folder, cfg)     # names and shapes, from the files' headers
-            if tokenizer is None and source.repo is not None:
+            if tokenizer is None and source.repo == HUB_PHI4:
                 tokenizer = phi4_tokenizer()     # Phi-4's, exactly (see phi4lab.model.tokenizer)
             tokenizer = tokenizer or _tokenizer_for(cfg, folder)
-            model = _from_pretrained(folder, cfg, dtype, device, device_map)
+            model = _from_pretrained(folder, cfg, dtype, device, device_map, max_memory, offload_folder)
             name = str(folder)
         model = bridge(model, tokenizer, name)     # the bridge draws from the stream too
     if source.repo is not None:
@@ -230,18 +262,32 @@ def _tiny_source() -> Source:
 # --------------------------------------------------------------------------------------
 
 
-def random_hf_model(cfg: Phi3Config, seed: int = 0) -> Phi3ForCausalLM:
-    """A seeded, randomly initialised `Phi3ForCausalLM` with eager attention, in eval mode."""
+def random_hf_model(cfg: Phi3Config, seed: int = 0, *, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32) -> Phi3ForCausalLM:
+    """A seeded, randomly initialised `Phi3ForCausalLM` with eager attention, in eval mode.
+
+    On a device other than the CPU it is built there, in `dtype` (see _random_weights).
+    """
     with torch.random.fork_rng(devices=[]):  # seed locally; leave the caller's stream alone
         torch.manual_seed(seed)
-        return _random_weights(cfg)
+        return _random_weights(cfg, device=device, dtype=dtype)
 
 
-def _random_weights(cfg: Phi3Config) -> Phi3ForCausalLM:
-    """Weights drawn from the current random stream (the caller seeds and forks it)."""
+def _random_weights(cfg: Phi3Config, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32) -> Phi3ForCausalLM:
+    """Weights drawn from the current random stream (the caller seeds and forks it).
+
+    On the CPU the model is drawn in fp32 and then cast, so a seed gives the same weights
+    in every dtype. On an accelerator it is built there, in `dtype`, from the start: a
+    full-size Phi-4 never passes through host memory (58.6 GB in fp32), and a seed gives
+    the accelerator's random stream, not the CPU's.
+    """
     cfg = copy.deepcopy(cfg)
     cfg._attn_implementation = "eager"
-    return Phi3ForCausalLM(cfg).eval()
+    if torch.device(device).type == "cpu":
+        return Phi3ForCausalLM(cfg).eval().to(dtype)
+    with torch.device(device):
+        return Phi3ForCausalLM._from_config(cfg, dtype=dtype).eval()
 
 
 # --------------------------------------------------------------------------------------
@@ -409,11 +455,30 @@ def _tokenizer_for(cfg: Phi3Config, path: Path | None) -> PreTrainedTokenizerFas
     )
 
 
-def _from_pretrained(folder: Path, cfg: Phi3Config, dtype, device, device_map) -> Phi3ForCausalLM:
+def _placement_budget(max_memory: dict | None, offload_folder) -> tuple[str, int]:
+    """(where, bytes) a device_map may fill: max_memory's sum, or the free memory of every GPU and the CPU."""
+    from accelerate.utils import convert_file_size_to_int
+
+    from phi4lab.model.memory import DEFAULT_SAFE_SHARE, available_bytes
+    if offload_folder is not None:
+        return "the devices and the offload folder", 2**63 - 1
+    if max_memory:
+        on = {str(k): convert_file_size_to_int(v) for k, v in max_memory.items() if str(k) != "disk"}
+        return "max_memory's devices (" + ", ".join(on) + ")", sum(on.values())
+    devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())] + ["cpu"]
+    return ", ".join(devices), int(DEFAULT_SAFE_SHARE * sum(available_bytes(d) for d in devices))
+
+
+def _from_pretrained(folder: Path, cfg: Phi3Config, dtype, device, device_map, max_memory=None,
+                     offload_folder=None) -> Phi3ForCausalLM:
     """Hugging Face's loader, held to safetensors, eager attention and no remote code."""
     kwargs = dict(dtype=dtype, attn_implementation="eager", use_safetensors=True, trust_remote_code=False)
     if device_map is not None:
         kwargs["device_map"] = device_map
+        if max_memory is not None:
+            kwargs["max_memory"] = max_memory
+        if offload_folder is not None:
+            kwargs["offload_folder"] = os.fspath(offload_folder)
     # Hugging Face's progress bar helps for 29 GB of shards, and is noise for a small model.
     quiet = phi4config.weight_bytes(cfg, dtype) < 2**30 and hf_logging.is_progress_bar_enabled()
     if quiet:
@@ -431,15 +496,45 @@ def _from_pretrained(folder: Path, cfg: Phi3Config, dtype, device, device_map) -
 # --------------------------------------------------------------------------------------
 
 _GET_WEIGHTS = (
-    "To get the weights (about 29 GB), on a machine with network access run\n"
-    "    huggingface-cli download microsoft/phi-4{rev}\n"
+    "To get the weights{size}, on a machine with network access run\n"
+    "    huggingface-cli download {repo}{rev}\n"
     "then copy the Hugging Face cache (~/.cache/huggingface) here, or pass the snapshot directory "
     "to phi4lab.load(path)."
 )
 
 
-def _get_weights(revision: str | None) -> str:
-    return _GET_WEIGHTS.format(rev=f" --revision {revision}" if revision else "")
+def _get_weights(repo: str, revision: str | None) -> str:
+    return _GET_WEIGHTS.format(repo=repo, rev=f" --revision {revision}" if revision else "",
+                               size=" (about 29 GB)" if repo == HUB_PHI4 else "")
+
+
+def cached_repos() -> list[str]:
+    """The model repositories in the local Hugging Face cache (their ids), for messages and discovery."""
+    from huggingface_hub import constants, scan_cache_dir
+
+    try:
+        info = scan_cache_dir(constants.HF_HUB_CACHE)       # read now: HF_HUB_CACHE may be set after import
+    except Exception:        # no cache folder yet, or one that cannot be read: nothing cached
+        return []
+    return sorted(r.repo_id for r in info.repos if r.repo_type == "model")
+
+
+def _not_cached(repo: str, revision: str | None, err: Exception) -> Exception:
+    """Known but absent: WeightsNotFoundError. Neither known nor cached: UnknownModelError, with what is there."""
+    cached = cached_repos()
+    close = difflib.get_close_matches(repo, cached + list(KNOWN_MODELS), n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]!r}?" if close and close[0] != repo else ""
+    have = f" The cache holds: {', '.join(cached)}." if cached else " The local cache holds no models."
+    where = "" if revision is None else f" at revision {revision!r}"
+    if repo in KNOWN_MODELS:
+        return WeightsNotFoundError(
+            f"{repo}{where} is not in the local Hugging Face cache and the hub is unreachable "
+            f"({type(err).__name__}).{have} " + _get_weights(repo, revision))
+    listing = "; ".join(f"{k!r}: {v}" for k, v in KNOWN_MODELS.items())
+    return UnknownModelError(
+        f"unknown model {repo!r}{where}: no such directory here, and not in the local Hugging Face cache "
+        f"(the hub is unreachable: {type(err).__name__}).{hint}{have} Known names: {listing}. If it is a "
+        "Phi-3-architecture repository, " + _get_weights(repo, revision)[0].lower() + _get_weights(repo, revision)[1:])
 
 
 def _hub_source(repo: str, revision: str | None) -> Source:
@@ -449,10 +544,7 @@ def _hub_source(repo: str, revision: str | None) -> Source:
     try:
         cfg_file = hf_hub_download(repo, "config.json", revision=revision)
     except Exception as err:  # offline, no cache entry, unreachable hub, bad revision, ...
-        raise WeightsNotFoundError(
-            f"{repo} is not in the local Hugging Face cache and the hub is unreachable "
-            f"({type(err).__name__}). " + _get_weights(revision)
-        ) from None
+        raise _not_cached(repo, revision, err) from None
     return Source(read_config(Path(cfg_file).parent), label=repo, advice=_ADVICE_HUB, repo=repo,
                   revision=revision)
 
@@ -462,11 +554,13 @@ def _fetch(source: Source) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
+        # config, weights' index and shards, tokenizer files, and the chat template
         return Path(snapshot_download(source.repo, revision=source.revision,
-                                      allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+                                      allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"]))
     except Exception as err:
         raise WeightsNotFoundError(
-            f"could not fetch the weights of {source.repo} ({type(err).__name__}). " + _get_weights(source.revision)
+            f"could not fetch the weights of {source.repo} ({type(err).__name__}). "
+            + _get_weights(source.repo, source.revision)
         ) from None
 
 

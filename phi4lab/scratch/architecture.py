@@ -22,8 +22,9 @@ The details that are easy to get wrong, each one an exercise in notebook 01:
   multiplies by a learned weight.
 - **Rotary embeddings** (RoPE) rotate pairs of query/key dimensions by an
   angle proportional to the position. Phi-4 uses the "rotate-half" layout
-  (dimension i pairs with i + d/2, not with i + 1), rotates the whole head,
-  and uses base theta = 250,000 (Phi-3 used 10,000).
+  (dimension i pairs with i + d/2, not with i + 1), rotates the whole head
+  (Phi-4-mini only three quarters of it), and uses base theta = 250,000
+  (Phi-3 used 10,000).
 - **The fused QKV projection** holds the query rows first, then the key rows,
   then the value rows.
 - **Grouped-query attention**: 40 query heads share 10 key/value heads, each
@@ -74,6 +75,19 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x [batch, heads, T, head_dim] by the angles in cos/sin [T, head_dim]."""
     return x * cos + rotate_half(x) * sin
+
+
+def apply_partial_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first cos.shape[-1] dimensions of each head and pass the rest through unchanged.
+
+    Phi-4 rotates the whole head, so this is apply_rotary. Phi-4-mini rotates three quarters
+    (partial_rotary_factor 0.75: 96 of 128 dimensions); the last quarter carries no position at
+    all, which leaves some capacity for purely content-based matching.
+    """
+    r = cos.shape[-1]
+    if r == x.shape[-1]:
+        return apply_rotary(x, cos, sin)
+    return torch.cat([apply_rotary(x[..., :r], cos, sin), x[..., r:]], dim=-1)
 
 
 def split_qkv(qkv: torch.Tensor, n_heads: int, n_kv_heads: int, head_dim: int):
@@ -152,7 +166,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         q, k, v = split_qkv(self.qkv_proj(x), self.n_heads, self.n_kv_heads, self.head_dim)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k = apply_partial_rotary(q, cos, sin), apply_partial_rotary(k, cos, sin)
         z = causal_attention(q, k, v)                                  # [b, H, T, d]
         return self.o_proj(rearrange(z, "b h t d -> b t (h d)"))
 
@@ -198,9 +212,6 @@ class Phi4(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         rope = rope_parameters(cfg)
-        if rope.get("partial_rotary_factor", 1.0) != 1.0:
-            raise ValueError("this from-scratch model rotates the whole head (Phi-4); "
-                             f"the config asks for partial_rotary_factor={rope['partial_rotary_factor']}")
         if rope.get("rope_type", "default") != "default":
             raise ValueError(f"rope type {rope['rope_type']!r} (e.g. LongRoPE) is not implemented here; Phi-4 has none")
         self.cfg, self.theta = cfg, rope["rope_theta"]
@@ -213,7 +224,8 @@ class Phi4(nn.Module):
         T = tokens.shape[-1]
         if T > self.cfg.max_position_embeddings:
             raise ValueError(f"{T} tokens exceed the context of {self.cfg.max_position_embeddings}")
-        cos, sin = rotary_cos_sin(torch.arange(T, device=tokens.device), phi4config.head_dim(self.cfg), self.theta)
+        # The angles are those of a head of rotary_dim dimensions (head_dim unless the rotary is partial).
+        cos, sin = rotary_cos_sin(torch.arange(T, device=tokens.device), phi4config.rotary_dim(self.cfg), self.theta)
         x = self.embed_tokens(tokens)
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         for block in self.layers:

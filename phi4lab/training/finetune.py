@@ -50,9 +50,13 @@ def plain_copy(model):
     from phi4lab.model.loading import hf_state_dict
     cfg = copy.deepcopy(hf_config(model))
     cfg._attn_implementation = "eager"
-    fresh = Phi3ForCausalLM(cfg)
+    first = next(model.parameters())
+    # Built where the original lives, in its dtype: a full-size model on a GPU is never copied
+    # through host memory. The constructor's random weights are overwritten at once.
+    with torch.device(first.device):
+        fresh = Phi3ForCausalLM._from_config(cfg, dtype=first.dtype)
     fresh.load_state_dict(hf_state_dict(model), strict=not cfg.tie_word_embeddings)
-    return fresh.to(next(model.parameters()).dtype).eval()
+    return fresh.eval()
 
 
 def lora_model(model, r: int = 8, alpha: int = 16, dropout: float = 0.0, targets=LORA_TARGETS, seed: int = 0):

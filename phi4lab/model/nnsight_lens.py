@@ -1,0 +1,71 @@
+"""A second lens on the same weights: nnsight.
+
+phi4lab's models are TransformerLens bridges: every activation has a hook name
+(``blocks.3.hook_resid_pre``), and an experiment is a forward pass with hook functions
+attached. nnsight (https://nnsight.net) takes the other road. It wraps the Hugging Face
+model as it is, you address activations by module path (``lens.model.layers[3].input``,
+``.output``, and ``.source`` for the values inside a module's forward function, such as
+the fused QKV projection's output), and you write the experiment as ordinary PyTorch
+inside ``with lens.trace(prompt):``.
+
+That code does not run when Python reaches it. nnsight records it as an *intervention
+graph*, runs the model once when the block closes, interleaves the recorded reads and
+writes with the forward pass, and hands back only what was ``.save()``d. The deferral is
+what makes an experiment portable to a model you cannot hold: with ``remote=True`` the
+graph is sent to NDIF, the National Deep Inference Fabric, a shared service where large
+open models stay loaded, and only the saved values travel back (Fiotto-Kaufman et al.,
+*NNsight and NDIF*, ICLR 2025, https://arxiv.org/abs/2407.14561). For Phi-4 that means the
+same notebook code runs against 29 GB of weights on someone else's GPU. The course
+machines have no network, so phi4lab runs nnsight locally.
+
+Where it differs from the bridge: reads and writes must follow the order in which the
+forward pass computes them (an ``OutOfOrderError`` otherwise); module paths are Hugging
+Face's, so they change with the architecture, where hook names do not; and there is no
+``ActivationCache``. tests/test_nnsight_lens.py runs one patching experiment both ways
+and checks that the numbers are identical.
+
+``nnsight(model)`` hands nnsight a plain ``Phi3ForCausalLM`` whose parameters *are* the
+bridge's tensors: nothing is copied, so a full-size model is not held twice. (nnsight
+cannot be given the bridge's own Hugging Face model, whose modules the bridge has
+rewired for its hook points.)
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers import Phi3ForCausalLM
+from transformers.models.phi3.modeling_phi3 import Phi3RotaryEmbedding
+
+from phi4lab.model.bridge import hf_config, hf_state_dict, is_bridge
+
+
+def shared_hf_model(model) -> Phi3ForCausalLM:
+    """A plain Hugging Face Phi3ForCausalLM on the same parameter tensors as `model` (a bridge), no copy."""
+    if not is_bridge(model):
+        raise TypeError(f"shared_hf_model takes a phi4lab model (a TransformerBridge), got {type(model).__name__}")
+    cfg = copy.deepcopy(hf_config(model))
+    cfg._attn_implementation = "eager"              # as the bridge runs it: the same numbers
+    state = hf_state_dict(model)
+    with torch.device("meta"):                      # shapes only: the tensors come from the bridge
+        plain = Phi3ForCausalLM(cfg)
+    plain.load_state_dict(state, assign=True, strict=not cfg.tie_word_embeddings)
+    if cfg.tie_word_embeddings:
+        plain.lm_head.weight = plain.model.embed_tokens.weight
+    # RoPE's inverse frequencies are a buffer outside the state dict: compute them where the weights are.
+    with torch.device(state["model.embed_tokens.weight"].device):
+        plain.model.rotary_emb = Phi3RotaryEmbedding(cfg)
+    return plain.eval()
+
+
+def nnsight(model):
+    """An nnsight ``TransformersModel`` on `model`'s weights (shared, not copied), with its tokenizer.
+
+        lens = phi4lab.nnsight(model)
+        with lens.trace(tokens):
+            resid = lens.model.layers[2].input.save()      # = blocks.2.hook_resid_pre
+    """
+    from nnsight.modeling.transformers import TransformersModel
+
+    return TransformersModel(shared_hf_model(model), tokenizer=model.tokenizer)
