@@ -38,7 +38,7 @@ def lines():
     # bias.report is left out: on this twin its 100,352-way logits at every position take a minute,
     # and tests/test_bias.py runs it.
     run = subprocess.run([sys.executable, str(SCRIPT), "--config", "scaled", "--device", "cpu", "--rounds", "1",
-                          "--skip-bias"], capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
+                          "--bias", "off"], capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     out = [parse(line) for line in run.stdout.splitlines() if "=" in line]
     assert out, run.stdout

@@ -498,3 +498,26 @@ def test_device_map_auto_is_preflighted_against_max_memory(whole_and_split):
         phi4lab.load(path, max_memory={"cpu": "1GiB"})
     with pytest.raises(ValueError, match="random model"):
         phi4lab.load(config=C.scaled(), device_map="auto")
+
+
+def test_a_placement_mixing_a_gpu_with_cpu_or_disk_is_refused_before_loading(whole_and_split):
+    """TransformerLens 4.3 refuses such a model after it has loaded; phi4lab says so before reading a weight."""
+    path, _, _ = whole_and_split
+    mixed = dict(split_map(4, {3}), **{"model.layers.0": 0, "model.layers.1": 0})
+    with pytest.raises(ValueError, match="mixes a GPU with the CPU or disk"):
+        phi4lab.load(path, device_map=mixed)
+    with pytest.raises(ValueError, match="mixes a GPU with the CPU or disk"):
+        phi4lab.load(path, device_map="auto", max_memory={0: "20GiB", "cpu": "64GiB"})
+
+
+def test_per_device_budgets_take_accelerate_s_keys(whole_and_split, monkeypatch):
+    from phi4lab.analysis import cache_plan as P
+    from phi4lab.model import bridge as B
+    _, _, split = whole_and_split
+    x = torch.randint(0, 1000, (1, 6), generator=torch.Generator().manual_seed(3))
+    plan = P.plan_cache(split, 6, 1)
+    monkeypatch.setattr(B, "execution_device", lambda model, layer=None, *, part="layer": torch.device("cuda", 1))
+    with pytest.raises(phi4lab.InsufficientMemoryError, match="on cuda:1"):
+        P.run_with_plan(split, x, plan, budget_bytes={1: plan.total_bytes - 1, "cuda:0": 2**40})
+    with pytest.raises(ValueError, match="names no device"):
+        P.run_with_plan(split, x, plan, budget_bytes={"gpu-one": 2**40})

@@ -76,3 +76,22 @@ def test_a_plain_hugging_face_model_is_refused_clearly():
     from phi4lab.model.loading import random_hf_model
     with pytest.raises(TypeError, match="TransformerBridge"):
         phi4lab.nnsight(random_hf_model(C.scaled(d_model=32, n_layers=1)))
+
+
+def test_a_bf16_model_keeps_its_own_rotary_buffers_through_the_lens():
+    model = phi4lab.load(config=C.scaled(d_model=64, n_layers=2), dtype=torch.bfloat16, seed=2)
+    plain = shared_hf_model(model)
+    assert plain.model.rotary_emb.inv_freq.dtype == torch.bfloat16, "the bridge's buffer, as it was cast"
+    x = torch.randint(0, 4000, (1, 11), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(plain(x).logits, model(x))
+
+
+def test_a_split_model_is_refused(tmp_path):
+    path = tmp_path / "ckpt"
+    phi4lab.save(phi4lab.load(config=C.scaled(d_model=32, n_layers=2), seed=0), path)
+    placed = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
+              "model.layers.1": "disk", "model.norm": "cpu", "lm_head": "cpu"}
+    split = phi4lab.load(path, device_map=placed, offload_folder=tmp_path / "offload")
+    with pytest.raises(ValueError, match="split over devices"):
+        phi4lab.nnsight(split)

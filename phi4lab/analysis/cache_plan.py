@@ -232,6 +232,18 @@ def bytes_per_device(model, plan: CachePlan) -> dict[torch.device, int]:
     return per_device
 
 
+def _per_device(budgets: dict) -> dict[torch.device, int]:
+    """{0: n, "cuda:1": m, "cpu": k} -> {device: bytes}; an int key is a GPU index, as in accelerate's max_memory."""
+    out = {}
+    for key, value in budgets.items():
+        try:
+            device = torch.device("cuda", key) if isinstance(key, int) and not isinstance(key, bool) else torch.device(key)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"budget_bytes has a key {key!r} that names no device; use 0, 'cuda:1', 'cpu', ...") from None
+        out[torch.device("cuda", 0) if device == torch.device("cuda") else device] = value
+    return out
+
+
 def run_with_plan(model, tokens: torch.Tensor, plan: CachePlan, budget_bytes: int | dict | None = None):
     """Run the model caching exactly the plan's hook points, after checking the plan fits.
 
@@ -254,8 +266,9 @@ def run_with_plan(model, tokens: torch.Tensor, plan: CachePlan, budget_bytes: in
     if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg.vocab_size):
         raise ValueError(f"token ids must be in 0..{cfg.vocab_size - 1} for this model's vocabulary; "
                          f"these run from {int(tokens.min())} to {int(tokens.max())}")
+    budgets = _per_device(budget_bytes) if isinstance(budget_bytes, dict) else None
     for device, need in bytes_per_device(model, plan).items():
-        budget = budget_bytes.get(str(device)) if isinstance(budget_bytes, dict) else budget_bytes
+        budget = budgets.get(device) if budgets is not None else budget_bytes
         preflight(need, what=f"an activation cache of {len(plan.names)} hook points ({human_bytes(need)} of "
                              f"it on {device})", device=device, budget_bytes=budget,
                   advice="Cache fewer hook points, e.g. names=lambda n: n.endswith('hook_pattern'), "

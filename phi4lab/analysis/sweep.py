@@ -88,8 +88,9 @@ class _Forward:
         cfg = hf_config(model)
         rope = rope_parameters(cfg)
         if rope.get("rope_type", "default") != "default":
-            raise ValueError("the fast sweep implements the default rotary embedding (Phi-4's, Phi-4-mini's at "
-                             f"short contexts), not LongRoPE; this config has {rope}")
+            raise ValueError("the fast sweep implements the default rotary embedding (Phi-4's, whole or partial), "
+                             f"not scaled variants such as LongRoPE (Phi-4-mini's); this config has {rope}. "
+                             "analysis.patch works on any model")
         state = hf_state_dict(model)
         self.n_layers, self.H, self.KV = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads
         self.d_head, self.eps = phi4config.head_dim(cfg), cfg.rms_norm_eps

@@ -71,10 +71,22 @@ def execution_device(model, layer: int | None = None, *, part: str = "layer") ->
               "unembed": lambda: hf.lm_head}[part]()
     for m in module.modules():
         hook = getattr(m, "_hf_hook", None)
-        if getattr(hook, "execution_device", None) is not None:
-            return torch.device(hook.execution_device)
+        where = getattr(hook, "execution_device", None)
+        if where is not None:                   # accelerate names a GPU by its index
+            return torch.device("cuda", where) if isinstance(where, int) else torch.device(where)
     device = next(module.parameters()).device
     return torch.device("cpu") if device.type == "meta" else device
+
+
+def is_split(model) -> bool:
+    """Whether accelerate placed the model's modules over several devices or offloaded some (device_map=)."""
+    targets = {str(v) for v in (getattr(unwrap(model), "hf_device_map", None) or {}).values()}
+    return len(targets) > 1 or "disk" in targets
+
+
+def hf_buffers(model) -> dict[str, torch.Tensor]:
+    """The Hugging Face model's buffers under Hugging Face's names (RoPE's inv_freq, ...), as the bridge holds them."""
+    return {hf_param_name(name): b for name, b in unwrap(model).named_buffers()}
 
 
 def hf_state_dict(model: TransformerBridge) -> dict[str, torch.Tensor]:

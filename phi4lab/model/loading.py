@@ -114,11 +114,16 @@ def load(
         device: where to put the model. Ignored when device_map is given.
         revision: a hub commit, branch or tag to pin for "microsoft/phi-4". Either way the
             commit loaded is printed and kept as ``model.revision``.
-        seed: seed for the random initialisation of a config-built model.
+        seed: seed for the random initialisation of a config-built model. On a GPU the
+            weights are drawn there, from its random stream: the same seed gives other
+            weights than on the CPU.
         device_map: passed to Hugging Face / accelerate to spread a checkpoint over several
-            devices: "auto" (GPUs first, then the CPU, then `offload_folder`), or an explicit
-            {module name: device} map such as {"model.layers.0": 0, ..., "lm_head": 1}.
-            Hooks, caches and cache plans work on the split model (a plan is checked per device).
+            devices: "auto", or an explicit {module name: device} map such as
+            {"model.layers.0": 0, ..., "lm_head": 1}. On a machine with GPUs, "auto" uses the
+            GPUs only: TransformerLens 4.3's bridge refuses a model split between a GPU and the
+            CPU or disk, so such a map is refused here, before anything loads. On a CPU-only
+            machine the CPU and disk (offload_folder) can share a model. Hooks, caches and
+            cache plans work on the split model (a plan is checked per device).
         tokenizer: override the tokenizer (needed for a random model whose vocabulary
             is not Phi-4's 100,352 ids).
         memory_budget_bytes: refuse models whose weights exceed this; defaults to a safe
@@ -210,6 +215,10 @@ def materialise(source: Source, *, dtype: torch.dtype = torch.float32, device: s
     if device_map is not None and source.folder is None and source.repo is None:
         raise ValueError("device_map= places a checkpoint's weights; a random model is built on one device= "
                          "(save it with phi4lab.save and load that folder to split it)")
+    if device_map is not None:
+        _refuse_mixed_placement(device_map, max_memory)
+        if device_map == "auto" and max_memory is None and torch.cuda.is_available():
+            max_memory = _gpu_memory()                  # GPUs only: the bridge cannot mix in the CPU
     # 1. Memory, from the config's arithmetic alone. With a device_map, the devices it may use
     #    together must hold the weights.
     where, budget = device, memory_budget_bytes
@@ -222,7 +231,7 @@ def materialise(source: Source, *, dtype: torch.dtype = torch.float32, device: s
     folder = _fetch(source) if source.repo is not None else source.folder
     # 3. Build. Loading must not consume the caller's random stream (notebooks seed once at the top),
     #    so the one fork is here, around everything that may draw from it.
-    with torch.random.fork_rng(devices=[]):
+    with _fork_rng(device):
         if folder is None:
             torch.manual_seed(source.seed)
             model = _random_weights(cfg, device=device, dtype=dtype)
@@ -268,7 +277,7 @@ def random_hf_model(cfg: Phi3Config, seed: int = 0, *, device: str | torch.devic
 
     On a device other than the CPU it is built there, in `dtype` (see _random_weights).
     """
-    with torch.random.fork_rng(devices=[]):  # seed locally; leave the caller's stream alone
+    with _fork_rng(device):                  # seed locally; leave the caller's stream alone
         torch.manual_seed(seed)
         return _random_weights(cfg, device=device, dtype=dtype)
 
@@ -455,6 +464,37 @@ def _tokenizer_for(cfg: Phi3Config, path: Path | None) -> PreTrainedTokenizerFas
     )
 
 
+def _fork_rng(device) -> object:
+    """Fork the CPU's random stream, and a GPU's when the model is built there."""
+    device = torch.device(device)
+    gpus = [device.index or 0] if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=gpus)
+
+
+def _is_gpu(target) -> bool:
+    return isinstance(target, int) and not isinstance(target, bool) or str(target).lower().startswith("cuda")
+
+
+def _refuse_mixed_placement(device_map, max_memory) -> None:
+    """TransformerLens 4.3 refuses to bridge a model split between a GPU and the CPU or disk: say so first."""
+    targets = list(device_map.values()) if isinstance(device_map, dict) else []
+    targets += list(max_memory or {})
+    gpu = any(_is_gpu(t) for t in targets)
+    offload = any(str(t).lower() in ("cpu", "disk") for t in targets)
+    if gpu and offload:
+        raise ValueError(
+            "this placement mixes a GPU with the CPU or disk; TransformerLens 4.3's bridge refuses such a "
+            "model after it has loaded, so it is refused now. Put every module on a GPU (device_map='auto' "
+            "with max_memory naming GPUs only, or an all-GPU map), or, without a GPU, split between 'cpu' and "
+            "'disk'.")
+
+
+def _gpu_memory() -> dict:
+    """accelerate's max_memory for "auto" over the GPUs alone: a safe share of each one's free memory."""
+    from phi4lab.model.memory import DEFAULT_SAFE_SHARE, available_bytes
+    return {i: int(DEFAULT_SAFE_SHARE * available_bytes(f"cuda:{i}")) for i in range(torch.cuda.device_count())}
+
+
 def _placement_budget(max_memory: dict | None, offload_folder) -> tuple[str, int]:
     """(where, bytes) a device_map may fill: max_memory's sum, or the free memory of every GPU and the CPU."""
     from accelerate.utils import convert_file_size_to_int
@@ -463,9 +503,10 @@ def _placement_budget(max_memory: dict | None, offload_folder) -> tuple[str, int
     if offload_folder is not None:
         return "the devices and the offload folder", 2**63 - 1
     if max_memory:
-        on = {str(k): convert_file_size_to_int(v) for k, v in max_memory.items() if str(k) != "disk"}
+        on = {str(k): v if isinstance(v, int) else convert_file_size_to_int(v) for k, v in max_memory.items()
+              if str(k) != "disk"}
         return "max_memory's devices (" + ", ".join(on) + ")", sum(on.values())
-    devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())] + ["cpu"]
+    devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
     return ", ".join(devices), int(DEFAULT_SAFE_SHARE * sum(available_bytes(d) for d in devices))
 
 

@@ -27,8 +27,11 @@ def available_bytes(device: str | torch.device = "cpu") -> int:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("device='cuda' was asked for, but this torch build sees no CUDA GPU")
-        free, _total = torch.cuda.mem_get_info(device.index or 0)
-        return int(free)
+        index = device.index or 0
+        free, _total = torch.cuda.mem_get_info(index)
+        # Memory PyTorch's caching allocator holds but no tensor uses is free to PyTorch, though not to the driver.
+        cached = torch.cuda.memory_reserved(index) - torch.cuda.memory_allocated(index)
+        return int(free + cached)
     # CPU (and Apple's unified memory) share system RAM.
     return int(psutil.virtual_memory().available)
 

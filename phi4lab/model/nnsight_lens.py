@@ -11,12 +11,12 @@ inside ``with lens.trace(prompt):``.
 That code does not run when Python reaches it. nnsight records it as an *intervention
 graph*, runs the model once when the block closes, interleaves the recorded reads and
 writes with the forward pass, and hands back only what was ``.save()``d. The deferral is
-what makes an experiment portable to a model you cannot hold: with ``remote=True`` the
-graph is sent to NDIF, the National Deep Inference Fabric, a shared service where large
-open models stay loaded, and only the saved values travel back (Fiotto-Kaufman et al.,
-*NNsight and NDIF*, ICLR 2025, https://arxiv.org/abs/2407.14561). For Phi-4 that means the
-same notebook code runs against 29 GB of weights on someone else's GPU. The course
-machines have no network, so phi4lab runs nnsight locally.
+what makes an experiment portable to a model you cannot hold: on an nnsight model built
+from the hub id of a model NDIF (the National Deep Inference Fabric) hosts, ``remote=True``
+sends the graph to that shared service, where large open models stay loaded, and only
+the saved values travel back (Fiotto-Kaufman et al., *NNsight and NDIF*, ICLR 2025,
+https://arxiv.org/abs/2407.14561). The course machines have no network, so phi4lab runs
+nnsight locally, on a model you hold.
 
 Where it differs from the bridge: reads and writes must follow the order in which the
 forward pass computes them (an ``OutOfOrderError`` otherwise); module paths are Hugging
@@ -38,13 +38,16 @@ import torch
 from transformers import Phi3ForCausalLM
 from transformers.models.phi3.modeling_phi3 import Phi3RotaryEmbedding
 
-from phi4lab.model.bridge import hf_config, hf_state_dict, is_bridge
+from phi4lab.model.bridge import hf_buffers, hf_config, hf_state_dict, is_bridge, is_split
 
 
 def shared_hf_model(model) -> Phi3ForCausalLM:
     """A plain Hugging Face Phi3ForCausalLM on the same parameter tensors as `model` (a bridge), no copy."""
     if not is_bridge(model):
         raise TypeError(f"shared_hf_model takes a phi4lab model (a TransformerBridge), got {type(model).__name__}")
+    if is_split(model):
+        raise ValueError("this model is split over devices or offloaded (device_map=); the nnsight lens needs it "
+                         "whole on one device, where its tensors can be shared")
     cfg = copy.deepcopy(hf_config(model))
     cfg._attn_implementation = "eager"              # as the bridge runs it: the same numbers
     state = hf_state_dict(model)
@@ -53,9 +56,15 @@ def shared_hf_model(model) -> Phi3ForCausalLM:
     plain.load_state_dict(state, assign=True, strict=not cfg.tie_word_embeddings)
     if cfg.tie_word_embeddings:
         plain.lm_head.weight = plain.model.embed_tokens.weight
-    # RoPE's inverse frequencies are a buffer outside the state dict: compute them where the weights are.
+    # RoPE's inverse frequencies are buffers outside the state dict: build the module where the weights
+    # are, then hand it the bridge's own buffers, in whatever dtype they were cast to.
     with torch.device(state["model.embed_tokens.weight"].device):
         plain.model.rotary_emb = Phi3RotaryEmbedding(cfg)
+    theirs = hf_buffers(model)
+    for name, _ in list(plain.named_buffers()):
+        if name in theirs:
+            owner, _, attr = name.rpartition(".")
+            plain.get_submodule(owner).register_buffer(attr, theirs[name], persistent=False)
     return plain.eval()
 
 

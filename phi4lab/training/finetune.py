@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from phi4lab.model.bridge import hf_config, is_bridge
+from phi4lab.model.bridge import hf_config, is_bridge, is_split
 
 LORA_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
 
@@ -43,6 +43,9 @@ def plain_copy(model):
     A bridge rewires the HF modules it wraps (for its hook points), so peft must
     be given a clean copy, never the bridge's own modules.
     """
+    if is_split(model):
+        raise ValueError("this model is split over devices or offloaded (device_map=); fine-tuning here needs it "
+                         "whole on one device")
     if not is_bridge(model):
         return copy.deepcopy(model)
     from transformers import Phi3ForCausalLM
