@@ -267,10 +267,12 @@ def run_with_plan(model, tokens: torch.Tensor, plan: CachePlan, budget_bytes: in
         raise ValueError(f"token ids must be in 0..{cfg.vocab_size - 1} for this model's vocabulary; "
                          f"these run from {int(tokens.min())} to {int(tokens.max())}")
     budgets = _per_device(budget_bytes) if isinstance(budget_bytes, dict) else None
-    for device, need in bytes_per_device(model, plan).items():
+    per_device = bytes_per_device(model, plan)
+    for device, need in per_device.items():
         budget = budgets.get(device) if budgets is not None else budget_bytes
-        preflight(need, what=f"an activation cache of {len(plan.names)} hook points ({human_bytes(need)} of "
-                             f"it on {device})", device=device, budget_bytes=budget,
+        share = f" ({human_bytes(need)} of it on {device})" if len(per_device) > 1 else ""
+        preflight(need, what=f"an activation cache of {len(plan.names)} hook points{share}", device=device,
+                  budget_bytes=budget,
                   advice="Cache fewer hook points, e.g. names=lambda n: n.endswith('hook_pattern'), "
                          "or fewer layers or tokens; plan_cache(...) shows what each one costs.")
     wanted = set(plan.names)
