@@ -30,7 +30,7 @@ import torch
 
 from phi4lab.model import config as phi4config
 from phi4lab.model.bridge import unwrap
-from phi4lab.model.memory import human_bytes, preflight
+from phi4lab.model.memory import accelerate_device, human_bytes, preflight
 
 # The probe's sizes, each distinct so that a shape can be read back symbolically.
 PROBE = dict(batch=2, seq=11, n_heads=9, n_kv_heads=3, d_head=4, d_model=36, d_mlp=126, d_vocab=97)
@@ -237,10 +237,9 @@ def _per_device(budgets: dict) -> dict[torch.device, int]:
     out = {}
     for key, value in budgets.items():
         try:
-            device = torch.device("cuda", key) if isinstance(key, int) and not isinstance(key, bool) else torch.device(key)
+            out[accelerate_device(key)] = value
         except (RuntimeError, TypeError):
             raise ValueError(f"budget_bytes has a key {key!r} that names no device; use 0, 'cuda:1', 'cpu', ...") from None
-        out[torch.device("cuda", 0) if device == torch.device("cuda") else device] = value
     return out
 
 

@@ -102,13 +102,13 @@ class _Forward:
             ("ln1", "input_layernorm.weight"), ("qkv", "self_attn.qkv_proj.weight"), ("o", "self_attn.o_proj.weight"),
             ("ln2", "post_attention_layernorm.weight"), ("gate_up", "mlp.gate_up_proj.weight"),
             ("down", "mlp.down_proj.weight"))} for i in range(self.n_layers)]
-        self.theta, self.cfg = rope["rope_theta"], cfg
+        self.theta, self.rotary_dim = rope["rope_theta"], phi4config.rotary_dim(cfg)
         self.dtype, self.device = self.embed.dtype, self.embed.device
         self._cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def cos_sin(self, T: int):
         if self._cos_sin is None or self._cos_sin[0].shape[0] < T:
-            cos, sin = rotary_cos_sin(torch.arange(T, device=self.device), phi4config.rotary_dim(self.cfg), self.theta)
+            cos, sin = rotary_cos_sin(torch.arange(T, device=self.device), self.rotary_dim, self.theta)
             self._cos_sin = (cos.to(self.dtype), sin.to(self.dtype))
         return self._cos_sin[0][:T], self._cos_sin[1][:T]
 

@@ -16,6 +16,7 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import Phi3ForCausalLM, PreTrainedTokenizerFast
 
+from phi4lab.model.memory import accelerate_device
 from phi4lab.model.tokenizer import check_text
 
 # The segment a bridge inserts into the name of every wrapped module's parameters.
@@ -72,8 +73,8 @@ def execution_device(model, layer: int | None = None, *, part: str = "layer") ->
     for m in module.modules():
         hook = getattr(m, "_hf_hook", None)
         where = getattr(hook, "execution_device", None)
-        if where is not None:                   # accelerate names a GPU by its index
-            return torch.device("cuda", where) if isinstance(where, int) else torch.device(where)
+        if where is not None:
+            return accelerate_device(where)
     device = next(module.parameters()).device
     return torch.device("cpu") if device.type == "meta" else device
 

@@ -36,6 +36,17 @@ def available_bytes(device: str | torch.device = "cpu") -> int:
     return int(psutil.virtual_memory().available)
 
 
+def accelerate_device(target) -> torch.device:
+    """A device as accelerate names it (0, "cuda:1", "cpu"): an int is a GPU index, "cuda" the first GPU.
+
+    torch.device(0) would ask for an accelerator, and fails on a machine without one.
+    """
+    if isinstance(target, int) and not isinstance(target, bool):
+        return torch.device("cuda", target)
+    device = torch.device(target)
+    return torch.device("cuda", 0) if device == torch.device("cuda") else device
+
+
 def human_bytes(n: float) -> str:
     """1536 -> '1.5 KiB'; binary units, as operating systems report memory."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

@@ -36,7 +36,6 @@ import copy
 
 import torch
 from transformers import Phi3ForCausalLM
-from transformers.models.phi3.modeling_phi3 import Phi3RotaryEmbedding
 
 from phi4lab.model.bridge import hf_buffers, hf_config, hf_state_dict, is_bridge, is_split
 
@@ -56,15 +55,12 @@ def shared_hf_model(model) -> Phi3ForCausalLM:
     plain.load_state_dict(state, assign=True, strict=not cfg.tie_word_embeddings)
     if cfg.tie_word_embeddings:
         plain.lm_head.weight = plain.model.embed_tokens.weight
-    # RoPE's inverse frequencies are buffers outside the state dict: build the module where the weights
-    # are, then hand it the bridge's own buffers, in whatever dtype they were cast to.
-    with torch.device(state["model.embed_tokens.weight"].device):
-        plain.model.rotary_emb = Phi3RotaryEmbedding(cfg)
+    # RoPE's inverse frequencies are buffers outside the state dict: take the bridge's own, in whatever
+    # dtype they were cast to, in place of the meta placeholders.
     theirs = hf_buffers(model)
     for name, _ in list(plain.named_buffers()):
-        if name in theirs:
-            owner, _, attr = name.rpartition(".")
-            plain.get_submodule(owner).register_buffer(attr, theirs[name], persistent=False)
+        owner, _, attr = name.rpartition(".")
+        plain.get_submodule(owner).register_buffer(attr, theirs[name], persistent=False)
     return plain.eval()
 
 

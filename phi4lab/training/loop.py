@@ -95,8 +95,8 @@ def training_memory_bytes(model: torch.nn.Module, batch_size: int, seq_len: int,
     about s*b*h*(34 + 5*a*s/h) bytes per layer in 16-bit (Korthikanti et al. 2022;
     twice that in fp32), and the logits (fp32 upcast, their gradient too).
     """
-    params = {id(p): p for p in model.parameters()}.values()      # a tied weight is stored once
-    weights = sum(16 * p.numel() if p.requires_grad else p.numel() * p.element_size() for p in params)
+    weights = sum(16 * p.numel() if p.requires_grad else p.numel() * p.element_size()
+                  for p in model.parameters())                       # a tied weight is listed once
     cfg = getattr(model, "config", None)
     scale = 1 if precision in ("bf16", "fp16") else 2      # Korthikanti's count is for 16-bit values
     act = 0
