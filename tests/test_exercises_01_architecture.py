@@ -5,6 +5,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from exercise_cases import assert_mistake_named, mistake_cases
 
 from phi4lab.exercises import ExerciseFailure
 from phi4lab.exercises import architecture as architecture_ex
@@ -50,3 +51,61 @@ def test_architecture_checks_pass_the_reference(capsys):
                        (architecture_ex.check_forward, lambda m, t: m(t))):
         check(ref)
     assert capsys.readouterr().out.count("\N{CHECK MARK}") == 13
+
+
+# ---- sampling, the KV cache and generation ----------------------------------------------------
+
+
+def test_generation_checks_pass_the_reference(capsys):
+    architecture_ex.check_sampling_probs(architecture_ex.sampling_probs_reference)
+    architecture_ex.check_cached_attention(architecture_ex.cached_attention_reference)
+    architecture_ex.check_generate(architecture_ex.generate_reference)
+    assert capsys.readouterr().out.count("\N{CHECK MARK}") == 3
+
+
+@pytest.mark.parametrize("check, message, wrong", mistake_cases([
+    (architecture_ex.check_sampling_probs, architecture_ex.SAMPLING_MISTAKES),
+    (architecture_ex.check_cached_attention, architecture_ex.CACHE_MISTAKES),
+]))
+def test_each_generation_mistake_gets_its_message(check, message, wrong):
+    assert_mistake_named(check, message, wrong)
+
+
+def test_the_sampling_reference_is_huggingface_generate():
+    """The reference distribution, sampled with the same seed, gives generate's tokens (not only our own loop's)."""
+    from phi4lab.model import config as C
+    from phi4lab.model.loading import random_hf_model
+    hf = random_hf_model(C.scaled(d_model=64, n_layers=1), seed=3)
+    prompt = torch.tensor([[5, 17, 300, 2]])
+    with torch.no_grad():
+        theirs = architecture_ex.hf_generate(hf, prompt, 15, 0.9, 30, 0.85, seed=4)
+        torch.manual_seed(4)
+        ids = prompt
+        for _ in range(15):
+            probs = architecture_ex.sampling_probs_reference(hf(ids).logits[:, -1], 0.9, 30, 0.85)
+            ids = torch.cat([ids, torch.multinomial(probs, 1)], 1)
+    assert torch.equal(ids, theirs)
+    # and the filters really filter: top_k=30 leaves 30 tokens at most, top_p=0.85 fewer
+    probs = architecture_ex.sampling_probs_reference(torch.randn(1, 1000), 1.0, 30, 0.85)
+    assert 1 <= int((probs > 0).sum()) <= 30 and torch.isclose(probs.sum(), torch.tensor(1.0))
+
+
+def test_the_cache_checks_catch_expanded_heads_and_a_wrong_sampler():
+    with pytest.raises(ExerciseFailure, match="not their copies for each query head"):
+        architecture_ex.check_cached_attention(architecture_ex._variant(cache_expanded=True))
+
+    def greedy(model, prompt, n, t, k, p, use_cache):
+        ids = prompt
+        for _ in range(n):
+            ids = torch.cat([ids, model(ids)[:, -1:].argmax(-1)], 1)
+        return ids
+
+    with pytest.raises(ExerciseFailure, match="took the most likely token"):
+        architecture_ex.check_generate(greedy)
+
+    def extra_draw(model, prompt, n, t, k, p, use_cache):
+        torch.rand(1)
+        return architecture_ex.generate_reference(model, prompt, n, t, k, p, use_cache)
+
+    with pytest.raises(ExerciseFailure, match="differs from Hugging Face's generate with the same seed"):
+        architecture_ex.check_generate(extra_draw)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from transformers.models.phi3 import modeling_phi3
 
-from phi4lab.exercises.checking import ExerciseFailure, check_function
+from phi4lab.exercises.checking import ExerciseFailure, _raised_by, check_function
 from phi4lab.model import config as C
 from phi4lab.model.loading import random_hf_model
 from phi4lab.scratch import architecture as A
@@ -265,3 +266,255 @@ def _run_blocks(model, tokens):
     for block in model.layers:
         x = block(x, cos, sin)
     return x
+
+
+# ---- Exercise 10: the sampling distribution ---------------------------------------------------
+# The reference is Hugging Face's own: generate(do_sample=True, ...) applies these warpers, in this
+# order, then a softmax, then torch.multinomial (transformers' generation/utils.py).
+
+def sampling_probs_reference(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """The distribution generate(do_sample=True, temperature=, top_k=, top_p=) draws the next token from."""
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    scores = logits.float()
+    if temperature != 1.0:
+        scores = TemperatureLogitsWarper(temperature)(None, scores)
+    if top_k:
+        scores = TopKLogitsWarper(top_k)(None, scores)
+    if top_p < 1.0:
+        scores = TopPLogitsWarper(top_p)(None, scores)
+    return scores.softmax(-1)
+
+
+def _top_p_without_crossing(logits, temperature, top_k, top_p):
+    """Keeps only the tokens strictly inside top_p: the one that crosses the line is dropped."""
+    scores = sampling_probs_reference(logits, temperature, top_k, 1.0).log()
+    probs, order = scores.softmax(-1).sort(-1, descending=True)
+    drop = probs.cumsum(-1) > top_p
+    drop[..., 0] = False
+    return scores.masked_fill(drop.scatter(-1, order, drop), float("-inf")).softmax(-1)
+
+
+def _temperature_last(logits, temperature, top_k, top_p):
+    filtered = sampling_probs_reference(logits, 1.0, top_k, top_p).log()
+    return (filtered / temperature).softmax(-1)
+
+
+def _unnormalised(logits, temperature, top_k, top_p):
+    kept = sampling_probs_reference(logits, temperature, top_k, top_p) > 0
+    return (logits.float() / temperature).softmax(-1) * kept
+
+
+SAMPLING_MISTAKES = {
+    "temperature divides the logits (logits / T): a low temperature sharpens the distribution":
+        lambda x, t, k, p: sampling_probs_reference(x * t * t, t, k, p),
+    "keep the token that crosses top_p: top-p keeps the smallest set of most likely tokens whose probabilities "
+    "add up to *at least* top_p": _top_p_without_crossing,
+    "apply the temperature first: Hugging Face filters the tempered logits, so top-p sees the sharpened "
+    "(or flattened) distribution": _temperature_last,
+    "softmax again after filtering (or set the filtered logits to -inf before the softmax): the kept "
+    "probabilities must add up to 1": _unnormalised,
+    "top-k keeps the k largest logits, not k - 1 or k + 1":
+        lambda x, t, k, p: sampling_probs_reference(x, t, k + 1 if k else 0, p),
+}
+
+
+def check_sampling_probs(fn):
+    g = _gen(10)
+    logits = [torch.randn(3, 200, generator=g), torch.randn(2, 50, generator=g) * 3, torch.randn(1, 4096, generator=g) * 4]
+    # One filter at a time first, so that a mistake is named where it alone shows.
+    settings = [(1.0, 0, 1.0), (0.7, 0, 1.0), (1.0, 5, 1.0), (1.0, 0, 0.9), (2.0, 0, 0.8), (0.8, 20, 0.9),
+                (1.5, 0, 0.5), (0.6, 40, 0.95), (2.0, 10, 0.8)]
+    cases = [(x, t, k, p) for x in logits for t, k, p in settings]
+    check_function(fn, sampling_probs_reference, cases, name="sampling_probs", rtol=1e-5, atol=1e-7,
+                   mistakes=SAMPLING_MISTAKES)
+
+
+# ---- Exercise 11: attention with a KV cache ---------------------------------------------------
+
+def cached_attention_reference(attn: A.Attention, x: torch.Tensor, past, theta: float):
+    """Attention over the cache and the new tokens; the new tokens' keys and values join the cache.
+
+    x [b, T_new, d_model] (normalised); past None or (k, v), each [b, KV, T_past, d], keys already rotated.
+    Returns (output [b, T_new, d_model], (k, v) with T_past + T_new positions).
+    """
+    return _cached_attention(attn, x, past, theta)
+
+
+def _cached_attention(attn, x, past, theta, *, angles_from_zero=False, square_mask=False, cache_rotated=True,
+                      cache_expanded=False):
+    T_past = 0 if past is None else past[0].shape[2]
+    T_new = x.shape[1]
+    q, k, v = A.split_qkv(attn.qkv_proj(x), attn.n_heads, attn.n_kv_heads, attn.head_dim)
+    start = 0 if angles_from_zero else T_past
+    cos, sin = A.rotary_cos_sin(torch.arange(start, start + T_new), attn.head_dim, theta)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    q, k_rot = A.apply_rotary(q, cos, sin), A.apply_rotary(k, cos, sin)
+    if cache_expanded:
+        n_rep = attn.n_heads // attn.n_kv_heads
+        k_rot, v = A.repeat_kv(k_rot, n_rep), A.repeat_kv(v, n_rep)
+    if past is not None:
+        k_all, v_all = torch.cat([past[0], k_rot], 2), torch.cat([past[1], v], 2)
+    else:
+        k_all, v_all = k_rot, v
+    n_rep = attn.n_heads // k_all.shape[1]
+    scores = q @ A.repeat_kv(k_all, n_rep).transpose(-1, -2) / attn.head_dim ** 0.5
+    T_all = k_all.shape[2]
+    future = torch.ones(T_new, T_all, dtype=torch.bool).triu(1 if square_mask else T_past + 1)
+    pattern = scores.masked_fill(future, float("-inf")).float().softmax(-1).to(q.dtype)
+    out = attn.o_proj(rearrange(pattern @ A.repeat_kv(v_all, n_rep), "b h t d -> b t (h d)"))
+    new_k = k_all if cache_rotated else (k if past is None else torch.cat([past[0], k], 2))
+    return out, (new_k, v_all)
+
+
+def forward_cached(model: A.Phi4, tokens: torch.Tensor, caches: list, attention=cached_attention_reference):
+    """Logits for `tokens`, the positions after those already in `caches` (one (k, v) or None per layer).
+
+    Each layer's attention runs through `attention(attn, x, past, theta)`, which returns the new cache;
+    `caches` is updated in place. Used by notebook 01 with the learner's cached attention.
+    """
+    x = model.embed_tokens(tokens)
+    for i, layer in enumerate(model.layers):
+        h, caches[i] = attention(layer.self_attn, layer.input_layernorm(x), caches[i], model.theta)
+        x = x + h
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+    return model.lm_head(model.norm(x))
+
+
+def _variant(**how):
+    return lambda attn, x, past, theta: _cached_attention(attn, x, past, theta, **how)
+
+
+CACHE_MISTAKES = {
+    "the new tokens sit at positions T_past, T_past + 1, ...: rotate their queries and keys by the angles "
+    "of those positions, not from 0": _variant(angles_from_zero=True),
+    "new query i sits at position T_past + i and may see every key up to and including that one: the mask "
+    "over [T_new, T_past + T_new] scores is offset by T_past (triu's diagonal argument)": _variant(square_mask=True),
+    "cache the keys after the rotation, as Hugging Face does: each key keeps the angle of its own position, "
+    "and is never rotated again": _variant(cache_rotated=False),
+}
+
+
+def _cache_scenario(model, attention, chunks):
+    caches = [None] * len(model.layers)
+    logits = [forward_cached(model, chunk, caches, attention) for chunk in chunks]
+    return torch.cat(logits, 1), caches
+
+
+def check_cached_attention(fn):
+    """fn(attn, x, past, theta) -> (out, (k, v)): a prefill, a chunk of three and single steps equal the full forward."""
+    g = _gen(11)
+    for seed, cfg in enumerate([C.scaled(d_model=64, n_layers=2), C.scaled(d_model=64, n_layers=2, n_kv_heads=1)]):
+        hf = random_hf_model(cfg, seed=seed)
+        model = A.Phi4.from_hf(hf)
+        tokens = torch.randint(0, 1000, (2, 11), generator=g)
+        chunks = [tokens[:, :5], tokens[:, 5:8], tokens[:, 8:9], tokens[:, 9:10], tokens[:, 10:]]
+        with torch.no_grad():
+            try:
+                mine, caches = _cache_scenario(model, fn, chunks)
+            except NotImplementedError as e:
+                if _raised_by(e, fn):
+                    raise NotImplementedError("cached_attention is still a stub: replace `raise NotImplementedError` "
+                                              "with your code") from None
+                raise
+            except (RuntimeError, TypeError, ValueError) as e:
+                raise ExerciseFailure(f"cached_attention failed on a prefill of 5 tokens, then 3, then 1 at a time: "
+                                      f"{type(e).__name__}: {e}. It returns (output, (k, v)); `past` is None on "
+                                      "the first call") from None
+            full = hf(tokens).logits
+            n_kv, d = cfg.num_key_value_heads, C.head_dim(cfg)
+            for layer, cache in enumerate(caches):
+                if not (isinstance(cache, tuple) and len(cache) == 2):
+                    raise ExerciseFailure("return the cache as a pair (k, v)")
+                if tuple(cache[0].shape) != (2, n_kv, 11, d):
+                    hint = (" (cache the key/value heads, not their copies for each query head: sharing them is "
+                            "what grouped-query attention saves)") if cache[0].shape[1] != n_kv else ""
+                    raise ExerciseFailure(f"layer {layer}'s cached keys have shape {tuple(cache[0].shape)} after "
+                                          f"11 tokens, expected {(2, n_kv, 11, d)} [batch, KV heads, T, d_head]{hint}")
+            if tuple(mine.shape) != tuple(full.shape):
+                raise ExerciseFailure(f"the logits have shape {tuple(mine.shape)}, expected {tuple(full.shape)}")
+            err = (mine - full).abs().max().item()
+            if err > 1e-4:
+                for message, wrong in CACHE_MISTAKES.items():
+                    if torch.allclose(mine, _cache_scenario(model, wrong, chunks)[0], atol=1e-5):
+                        raise ExerciseFailure(f"cached_attention: {message}")
+                first = int((mine - full).abs().amax((0, 2)).gt(1e-4).nonzero()[0])
+                raise ExerciseFailure(f"with the cache, the logits differ from the full forward pass by up to "
+                                      f"{err:.3g}, first at position {first} (the prefill is 0-4, the chunk 5-7, "
+                                      "then one token at a time)")
+            # What Hugging Face's own cache holds after the same tokens: the rotated keys and the values.
+            hf_cache = hf(tokens, use_cache=True).past_key_values
+            for layer, (k, v) in enumerate(caches):
+                hk, hv = hf_cache.layers[layer].keys, hf_cache.layers[layer].values
+                if not (torch.allclose(k, hk, atol=1e-5) and torch.allclose(v, hv, atol=1e-5)):
+                    raise ExerciseFailure(f"the logits are right, but layer {layer}'s cache differs from the keys and "
+                                          "values Hugging Face caches (rotated keys, plain values)")
+    print("\N{CHECK MARK} cached_attention: a prefill, a chunk and single steps give the full forward's logits "
+          "(within 1e-4), and the cache holds what Hugging Face's does")
+
+
+# ---- Exercise 12: generation --------------------------------------------------------------------
+
+def generate_reference(model: A.Phi4, prompt: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int,
+                       top_p: float, use_cache: bool = True, attention=cached_attention_reference) -> torch.Tensor:
+    """Sample max_new_tokens after prompt [b, T] as Hugging Face's generate(do_sample=True) does."""
+    ids, caches = prompt, [None] * len(model.layers)
+    logits = forward_cached(model, prompt, caches, attention) if use_cache else model(prompt)
+    for step in range(max_new_tokens):
+        probs = sampling_probs_reference(logits[:, -1], temperature, top_k, top_p)
+        token = torch.multinomial(probs, 1)
+        ids = torch.cat([ids, token], 1)
+        if step + 1 < max_new_tokens:
+            logits = forward_cached(model, token, caches, attention) if use_cache else model(ids)
+    return ids
+
+
+def hf_generate(hf_model, prompt, max_new_tokens, temperature, top_k, top_p, seed):
+    """Hugging Face's sampling, seeded, never stopping early (no end-of-text token)."""
+    torch.manual_seed(seed)
+    return hf_model.generate(prompt, do_sample=True, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                             temperature=temperature, top_k=top_k, top_p=top_p, eos_token_id=None, pad_token_id=0,
+                             attention_mask=torch.ones_like(prompt))
+
+
+def check_generate(fn):
+    """fn(model, prompt, max_new_tokens, temperature, top_k, top_p, use_cache) -> ids: Hugging Face's tokens."""
+    g = _gen(12)
+    settings = [(12, 0.8, 20, 0.9, True), (10, 1.3, 0, 0.95, True), (8, 0.7, 10, 1.0, False)]
+    for seed, (n, t, k, p, use_cache) in enumerate(settings):
+        cfg = C.scaled(d_model=64, n_layers=2)
+        hf = random_hf_model(cfg, seed=seed)
+        model = A.Phi4.from_hf(hf)
+        prompt = torch.randint(0, 1000, (1, 6), generator=g)
+        with torch.no_grad():
+            expected = hf_generate(hf, prompt, n, t, k, p, seed)
+            torch.manual_seed(seed)
+            try:
+                mine = fn(model, prompt.clone(), n, t, k, p, use_cache)
+            except NotImplementedError as e:
+                if _raised_by(e, fn):
+                    raise NotImplementedError("generate is still a stub: replace `raise NotImplementedError` "
+                                              "with your code") from None
+                raise
+            if not isinstance(mine, torch.Tensor):
+                raise ExerciseFailure(f"return the token ids as a tensor, got {type(mine).__name__}")
+            call = f"generate(model, prompt, {n}, temperature={t}, top_k={k}, top_p={p}, use_cache={use_cache})"
+            if tuple(mine.shape) != tuple(expected.shape):
+                raise ExerciseFailure(f"{call} returned shape {tuple(mine.shape)}, expected {tuple(expected.shape)}: "
+                                      f"the prompt's {prompt.shape[1]} ids followed by {n} new ones")
+            if not torch.equal(mine[:, :prompt.shape[1]], prompt):
+                raise ExerciseFailure("return the prompt's ids followed by the new ones")
+            if not torch.equal(mine, expected):
+                greedy = hf.generate(prompt, do_sample=False, max_new_tokens=n, min_new_tokens=n, eos_token_id=None,
+                                     pad_token_id=0, attention_mask=torch.ones_like(prompt))
+                if torch.equal(mine, greedy):
+                    raise ExerciseFailure(f"{call} took the most likely token each time: draw it from sampling_probs "
+                                          "with torch.multinomial(probs, 1)")
+                first = int((mine != expected)[0].nonzero()[0]) - prompt.shape[1]
+                raise ExerciseFailure(
+                    f"{call}: new token {first} differs from Hugging Face's generate with the same seed "
+                    f"(yours {int(mine[0, prompt.shape[1] + first])}, theirs {int(expected[0, prompt.shape[1] + first])}). "
+                    "Draw exactly one torch.multinomial(probs, 1) per new token, from the logits at the last "
+                    "position, and feed the sampled token back in")
+    print(f"\N{CHECK MARK} generate: token for token the same as Hugging Face's generate(do_sample=True) "
+          f"with the same seed, in {len(settings)} settings, cached and not")
