@@ -22,3 +22,13 @@ def test_welcome_checks_pass_the_reference_and_catch_known_mistakes():
 
     with pytest.raises(NotImplementedError, match="still a stub"):
         welcome_ex.check_count_parameters(stub)
+
+
+def test_sequences_that_fit_passes_the_reference_and_names_each_mistake():
+    welcome_ex.check_sequences_that_fit(welcome_ex._sequences_reference)
+    for message, wrong in welcome_ex.SEQUENCE_MISTAKES.items():
+        with pytest.raises(ExerciseFailure) as info:
+            welcome_ex.check_sequences_that_fit(wrong)
+        assert message in str(info.value)
+    # the arithmetic itself: Phi-4 in bf16 on an 80 GB GPU leaves room for 15 caches of 16K tokens
+    assert welcome_ex._sequences_reference(C.PHI4, 80 * 10**9, 16384, 2) == (80 * 10**9 - 29_319_014_400) // (204_800 * 16384)

@@ -149,7 +149,11 @@ checks.check_kv_cache_bytes_per_token(kv_cache_bytes_per_token)
 # </details>
 
 # %% [markdown]
-# Why grouped-query attention? Compare Phi-4 with the same model if every query head had its own K and V:
+# Why grouped-query attention? Compare Phi-4 with the same model if every query head had its own K and V.
+#
+# **Predict, then run.** Without grouped-query attention, each of the 40 query heads would have its own key and value head instead of sharing one of 10. How much bigger would each token's cache be?
+#
+# <details><summary>Answer (after running the next cell)</summary>Exactly 4 times: the cache holds one key and one value vector per KV head, and 40 KV heads are 4 times 10; 800 KiB per token instead of 200 KiB. The query heads cost nothing in the cache, whatever their number.</details>
 
 # %%
 no_gqa = C.scaled(hidden_size=5120, n_layers=40, num_attention_heads=40, num_key_value_heads=40)
@@ -160,8 +164,22 @@ for label, c in [("Phi-4 (10 KV heads)", C.PHI4), ("without GQA (40 KV heads)", 
 
 
 # %% [markdown]
-# At Phi-4's full 16K context one sequence's cache is 3.125 GiB; without GQA it would be 12.5 GiB, almost half the weights again, per sequence.
-#
+# At Phi-4's full 16K context one sequence's cache is 3.125 GiB; without GQA it would be 12.5 GiB, almost half the weights again, per sequence. The cache grows in a straight line with the context, and GQA makes the line four times less steep:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (the picture of the numbers printed above; nbval compares the text, not the pixels)
+import matplotlib.pyplot as plt
+context = torch.arange(0, 16385, 256)
+fig, ax = plt.subplots(figsize=(7, 3))
+for label, c in [("Phi-4 (10 KV heads)", C.PHI4), ("without GQA (40 KV heads)", no_gqa)]:
+    ax.plot(context, context * C.kv_cache_bytes_per_token(c, torch.bfloat16) / 2**30, label=label)
+ax.axhline(C.weight_bytes(C.PHI4, torch.bfloat16) / 2**30, color="grey", ls=":", label="Phi-4's weights (bf16)")
+ax.set_xlabel("context length (tokens)"); ax.set_ylabel("KV cache of one sequence (GiB)")
+ax.set_title("KV cache in bf16 against context, up to Phi-4's 16K"); ax.legend(fontsize=8)
+plt.tight_layout(); plt.show()
+
+# %% [markdown]
 # ### Exercise 2 · Count Phi-4's parameters
 #
 # > Difficulty: 🔴🔴🔴⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
@@ -202,10 +220,11 @@ print(f"Phi-4: {count_parameters(C.PHI4):,} parameters")
 # </details>
 
 # %% [markdown]
-# Where do the parameters live? The MLP holds 81% of every block; the two vocabulary matrices together are 7% of the model.
+# **Predict, then run.** Where do Phi-4's parameters live? Rank attention, the MLPs and the two vocabulary matrices (embedding and unembedding), and guess the MLP's share of each block.
+#
+# <details><summary>Answer (after running the next cell)</summary>The MLPs, by far: 81% of every block, because each holds three matrices of 5,120 × 17,920 while attention holds Q and O at 5,120 × 5,120 and K and V at a quarter of that (GQA). The two vocabulary matrices together are 7% of the model.</details>
 
 # %%
-import matplotlib.pyplot as plt
 
 parts = C.parameter_breakdown(C.PHI4)
 total = sum(parts.values())
@@ -237,8 +256,56 @@ for dtype in [torch.float32, torch.bfloat16, torch.float16]:
 
 # %% [markdown]
 # Phi-4 is published in bf16: 29.32 GB, 27.31 GiB. It fits on one 40 GB or 80 GB GPU, not on a laptop, which is why the course runs on Phi-4-shaped twins and moves to the real model only on a GPU.
+
+# %% [markdown]
+# ### Exercise 3 · How many conversations fit
 #
-# ### Exercise 3 · FLOPs per token
+# > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 10 minutes
+#
+# A server holds the weights once and one KV cache per conversation. Write `sequences_that_fit(cfg, gpu_bytes, context, bytes_per_element)`: how many sequences of `context` tokens fit their caches on a GPU of `gpu_bytes` beside the weights, with weights and cache stored at `bytes_per_element`. Ignore activations and the allocator's overheads.
+#
+# <details><summary>Hint 1</summary>Two numbers from the exercises above: the weights' bytes and one token's cache bytes.</details>
+# <details><summary>Hint 2</summary>What is left after the weights, divided by one sequence's cache (per-token bytes times the context), rounded down; and never below zero.</details>
+
+# %%
+def sequences_that_fit(cfg, gpu_bytes: int, context: int, bytes_per_element: int) -> int:
+    """Whole sequences of `context` tokens whose KV caches fit in gpu_bytes beside the weights."""
+    # SOLUTION
+    left = gpu_bytes - count_parameters(cfg) * bytes_per_element
+    per_sequence = kv_cache_bytes_per_token(cfg, bytes_per_element) * context
+    return max(0, left // per_sequence)
+    # END SOLUTION
+
+# %% tags=["check"]
+checks.check_sequences_that_fit(sequences_that_fit)
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def sequences_that_fit(cfg, gpu_bytes, context, bytes_per_element):
+#     left = gpu_bytes - count_parameters(cfg) * bytes_per_element
+#     per_sequence = kv_cache_bytes_per_token(cfg, bytes_per_element) * context
+#     return max(0, left // per_sequence)
+# ```
+# </details>
+
+# %% [markdown]
+# **Predict, then run.** An 80 GB GPU holds Phi-4's bf16 weights (29.3 GB) with room to spare. How many conversations of 16,384 tokens fit beside them? And without grouped-query attention?
+#
+# <details><summary>Answer (after running the next cell)</summary>15 with GQA, 3 without: the 50.7 GB left over hold a 3.4 GB cache 15 times, or a 13.4 GB one 3 times (decimal GB here, as the GPU is sold; the 3.125 GiB above is the same cache in binary units). At 4,096 tokens the counts are four times larger, give or take the rounding down. GQA is what lets one GPU serve a class rather than a handful.</details>
+
+# %%
+gpu = 80 * 10**9
+for label, c in [("Phi-4 (10 KV heads)", C.PHI4), ("without GQA (40 KV heads)", no_gqa)]:
+    fits = [sequences_that_fit(c, gpu, t, 2) for t in (16384, 4096)]
+    print(f"{label:26s} on 80 GB in bf16: {fits[0]:3d} sequences of 16,384 tokens, {fits[1]:3d} of 4,096")
+left = gpu - C.weight_bytes(C.PHI4, torch.bfloat16)
+print(f"left after the weights: {left / 1e9:.1f} GB; one 16K cache: {16384 * C.kv_cache_bytes_per_token(C.PHI4, torch.bfloat16) / 1e9:.1f} GB "
+      f"with GQA, {16384 * C.kv_cache_bytes_per_token(no_gqa, torch.bfloat16) / 1e9:.1f} GB without")
+
+# %% [markdown]
+# ### Exercise 4 · FLOPs per token
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
 #
@@ -279,6 +346,6 @@ print(f"~{train_flops:.2g} FLOP  (6 x N x D = {6 * C.count_parameters(C.PHI4) * 
 #
 # * `phi4lab.load` gives a TransformerLens `TransformerBridge` for a random twin, a local safetensors checkpoint, `microsoft/phi-4` or phi4-tiny; no BOS is prepended unless you ask.
 # * Phi-4 has 14,659,507,200 parameters: 40 blocks of GQA attention (40 query / 10 KV heads of 128) and a gated SiLU MLP (81% of each block), plus untied 100,352-row embedding and unembedding.
-# * In bf16 the weights are 29.3 GB; each token of context adds 200 KiB of KV cache (800 KiB without GQA); a token costs about 28.3 GFLOP forward.
+# * In bf16 the weights are 29.3 GB; each token of context adds 200 KiB of KV cache (800 KiB without GQA), so an 80 GB GPU holds 15 conversations of 16K tokens beside the weights (3 without GQA); a token costs about 28.3 GFLOP forward.
 #
 # **Further reading:** the Phi-4 Technical Report (Abdin et al., 2024, arXiv:2412.08905), §3; Ainslie et al., *GQA* (2023); Kaplan et al., *Scaling Laws for Neural Language Models* (2020), for the 6ND rule. **Next:** `01_architecture.ipynb` builds each of these pieces from scratch.

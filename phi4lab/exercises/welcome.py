@@ -98,3 +98,35 @@ FLOP_MISTAKES = {
 def check_forward_flops_per_token(fn):
     cases = [(cfg,) for cfg in _configs() if not cfg.tie_word_embeddings]
     check_function(fn, _flops_reference, cases, name="forward_flops_per_token", mistakes=FLOP_MISTAKES)
+
+
+# ---- Exercise 4: how many conversations fit -------------------------------------------
+
+
+def _sequences_reference(cfg, gpu_bytes, context, bytes_per_element):
+    weights = C.count_parameters(cfg) * bytes_per_element
+    per_sequence = C.kv_cache_bytes_per_token(cfg, torch.float32) // 4 * bytes_per_element * context
+    return max(0, (gpu_bytes - weights) // per_sequence)
+
+
+SEQUENCE_MISTAKES = {
+    "the weights take their share of the GPU first: only what they leave holds caches":
+        lambda cfg, g, t, b: g // (C.kv_cache_bytes_per_token(cfg, torch.float32) // 4 * b * t),
+    "a sequence of `context` tokens caches every one of its tokens: multiply the per-token bytes by the context":
+        lambda cfg, g, t, b: max(0, (g - C.count_parameters(cfg) * b) // (C.kv_cache_bytes_per_token(
+            cfg, torch.float32) // 4 * b)),
+    "round down (//): a cache that does not fit whole does not fit":
+        lambda cfg, g, t, b: max(0, -(-(g - C.count_parameters(cfg) * b) // (C.kv_cache_bytes_per_token(
+            cfg, torch.float32) // 4 * b * t))),
+    "when the weights alone do not fit, no sequence does: the answer is 0, not a negative number":
+        lambda cfg, g, t, b: (g - C.count_parameters(cfg) * b) // (C.kv_cache_bytes_per_token(
+            cfg, torch.float32) // 4 * b * t),
+}
+
+
+def check_sequences_that_fit(fn):
+    gb = 10**9
+    cases = [(C.PHI4, 80 * gb, 16384, 2), (C.PHI4, 80 * gb, 4096, 2), (C.PHI4, 40 * gb, 16384, 2),
+             (C.PHI4, 24 * gb, 4096, 2), (C.PHI4, 141 * gb, 16384, 1), (C.scaled(), 10**8, 4096, 4),
+             (C.scaled(d_model=64, n_layers=3, n_kv_heads=1), 5 * 10**6, 1000, 2)]
+    check_function(fn, _sequences_reference, cases, name="sequences_that_fit", mistakes=SEQUENCE_MISTAKES)
