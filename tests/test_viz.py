@@ -301,3 +301,22 @@ def test_hostile_token_labels_stay_text_in_feature_pages():
         lowered = page.lower()
         assert "<img" not in lowered and "<svg/" not in lowered and "&lt;img·src=x·onerror" in page   # shown, escaped, spaces as ·
         assert "http://" not in page and "https://" not in page                # nothing fetched from anywhere
+
+
+def test_within_and_across_groups_divergence_on_known_patterns():
+    T = 10
+    p = causal_softmax(1, 4, T)
+    p[0, 1] = p[0, 0]                                  # group 0: two identical heads
+    p[0, 2] = torch.eye(T)                             # group 1: one head looks at itself...
+    p[0, 3] = 0
+    p[0, 3, :, 0] = 1                                  # ...the other at the first token
+    pairs = heads.head_pair_divergence(p)
+    assert pairs.shape == (1, 4, 4) and torch.allclose(pairs, pairs.transpose(1, 2))
+    assert torch.allclose(pairs[0].diagonal(), torch.zeros(4), atol=1e-6)
+    # the pairs inside each group equal kv_group_divergence's, and the averages split by group
+    assert torch.allclose(torch.stack([pairs[0, 0, 1], pairs[0, 2, 3]]), heads.kv_group_divergence(p, 2)[0], atol=1e-6)
+    within, across = heads.within_and_across_groups(p, 2)
+    assert within[0] == pytest.approx((pairs[0, 0, 1] + pairs[0, 2, 3]).item() / 2, abs=1e-6)
+    assert across[0] == pytest.approx(pairs[0, :2, 2:].mean().item(), abs=1e-6)
+    with pytest.raises(ValueError, match="at least two heads per group"):
+        heads.within_and_across_groups(p, 4)

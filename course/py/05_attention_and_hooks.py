@@ -83,17 +83,25 @@ del full_cache
 
 # %% [markdown]
 # Now full-size Phi-4 in bf16, one prompt. Nothing is allocated: these are predictions from `phi4lab.config.PHI4`.
+#
+# **Predict, then run.** Quadruple the prompt from 512 to 2,048 tokens. By how much does the full cache grow: 4 times, 16 times, or in between? And which part of it grows fastest?
+#
+# <details><summary>Answer (after running the next cell)</summary>In between: from 6.2 GiB to 43.4 GiB, 7.0 times. Most hook points hold one vector per token and grow 4 times, as the residual stream does; the attention patterns hold one number per *pair* of tokens, per head, and grow 16 times, from 800 MiB to 12.5 GiB; the scores before the softmax (`hook_attn_scores`) grow the same way. The longer the prompt, the more of the cache is patterns: name only what you need.</details>
 
 # %%
 def is_pattern(name):
     return name.endswith("attn.hook_pattern")
 
+sizes = {}
 for seq in (512, 2048):
     full = plan_cache(C.PHI4, seq, dtype=torch.bfloat16)
     pats = plan_cache(C.PHI4, seq, names=is_pattern, dtype=torch.bfloat16)
     resid = plan_cache(C.PHI4, seq, names=lambda n: n.endswith("hook_resid_post"), dtype=torch.bfloat16)
+    sizes[seq] = full.total_bytes, pats.total_bytes, resid.total_bytes
     print(f"Phi-4, {seq:5d} tokens: everything {human_bytes(full.total_bytes):>9s} | "
           f"attention patterns {human_bytes(pats.total_bytes):>9s} | residual stream {human_bytes(resid.total_bytes):>9s}")
+growth = [big / small for big, small in zip(sizes[2048], sizes[512])]
+print(f"4x the tokens: everything {growth[0]:.1f}x, attention patterns {growth[1]:.0f}x, residual stream {growth[2]:.0f}x")
 
 
 # %% [markdown]
@@ -343,7 +351,11 @@ checks.check_induction_score(induction_score)
 # </details>
 
 # %% [markdown]
-# Now phi4-tiny. Previous-token heads are scored on natural text (Shakespeare), induction heads on random tokens repeated twice, so that the only way to predict the second copy is to find the first (the planted model's prompt above is the same idea):
+# Now phi4-tiny. Previous-token heads are scored on natural text (Shakespeare), induction heads on random tokens repeated twice, so that the only way to predict the second copy is to find the first (the planted model's prompt above is the same idea).
+#
+# **Predict, then run.** phi4-tiny has four layers. In which layer will its best induction heads sit, and in which its best previous-token heads? Could they be in the same layer?
+#
+# <details><summary>Answer (after running the next cell)</summary>Previous-token heads in layer 2, induction heads in layer 3. They cannot share a layer: an induction head's key must already say "the token before me was A", and only a head in an *earlier* layer can have written that into the residual stream. The cell after the views says more.</details>
 
 # %%
 n_ordinary = tiny.TINY_VOCAB - len(tiny.TINY_SPECIALS)
@@ -451,7 +463,20 @@ print(f"your js_divergence, L2H0 vs L2H1: {mine:.2f} bits; the same pair in viz:
       f"{heads.kv_group_divergence(natural_patterns[2:3, :2], 1)[0, 0]:.2f} bits")
 
 # %% [markdown]
-# Heads that share keys and values still look at different places: the divergence is far from 0. What a group shares is *what there is to find* (the keys) and *what is read* (the values); each head's query decides *where to look*. So a per-head tool must work with query heads, and a tool that analyses "the head" at the level of key/value heads (as some tools do for GQA models) blurs 4 different patterns into one.
+# Is that a lot? A divergence means something only beside a baseline: the same measure between heads that share *nothing*, query heads of different key/value groups in the same layer.
+#
+# **Predict, then run.** Heads in a group read the same keys. Will they look more alike than heads of different groups: much more, a little, or not at all?
+#
+# <details><summary>Answer (after running the next cell)</summary>Not reliably. In layers 1 and 2 the heads of a group are a little more alike than heads of different groups (a ratio below 1); in layers 0 and 3 they are a little *less* alike. Sharing keys does not make heads look at the same places, because each head's query decides where it looks.</details>
+
+# %%
+within, across = heads.within_and_across_groups(natural_patterns, n_kv_heads=2)
+for layer in range(len(within)):
+    print(f"layer {layer}: heads sharing a KV head {within[layer]:.2f} bits, heads of different KV heads "
+          f"{across[layer]:.2f} bits (ratio {within[layer] / across[layer]:.2f})")
+
+# %% [markdown]
+# Heads that share keys and values look at different places, about as different as heads that share nothing. What a group shares is *what there is to find* (the keys) and *what is read* (the values); each head's query decides *where to look*. So a per-head tool must work with query heads, and a tool that analyses "the head" at the level of key/value heads (as some tools do for GQA models) blurs 4 different patterns into one.
 #
 # ## 7. Explore
 #
@@ -469,6 +494,6 @@ viz.explore(model, "To be, or not to be, that is the question. To be, or not to 
 # * A pattern is softmax(rotated q · rotated k / √d_head) with the future masked; with GQA, query head h reads key/value head h // (n_heads / n_kv_heads).
 # * `phi4lab.viz.attention` draws one head, a layer (grouped by shared KV head) and a layer x head overview; pages stay small on long prompts, work offline, and also draw as PNG or SVG.
 # * Test a detector where the answer is known (the planted model) before you trust it on a trained model. phi4-tiny has previous-token heads in layer 2 feeding induction heads in layer 3.
-# * Heads that share K and V do not share patterns.
+# * Heads that share K and V do not share patterns: their divergence is about that of heads in different groups.
 #
 # **Further reading.** Elhage et al. 2021, *A Mathematical Framework for Transformer Circuits*; Olsson et al. 2022, *In-context Learning and Induction Heads*; Ainslie et al. 2023, *GQA: Training Generalized Multi-Query Transformer Models*; TransformerLens documentation (hook points, `ActivationCache`).

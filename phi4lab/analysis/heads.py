@@ -31,6 +31,7 @@ share K and V sit together.
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 
@@ -155,3 +156,41 @@ def kv_group_divergence(patterns: torch.Tensor, n_kv_heads: int) -> torch.Tensor
         mixed = entropy_bits((groups[:, :, a] + groups[:, :, b]) / 2)
         out += (mixed - (own[:, :, a] + own[:, :, b]) / 2).mean(-1)
     return out / len(pairs)
+
+
+def head_pair_divergence(patterns: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence between every two query heads of a layer: [n_layers, n_heads, n_heads], in bits.
+
+    The baseline for kv_group_divergence: a divergence within a key/value group means
+    something only beside the divergence between heads that share nothing.
+    """
+    p = torch.as_tensor(patterns).detach().float().cpu()
+    if p.ndim == 5 and p.shape[1] == 1:
+        p = p[:, 0]
+    if p.ndim != 4:
+        raise ValueError(f"expected patterns [layers, heads, query, key], got {tuple(p.shape)}; "
+                         "phi4lab.viz.attention.patterns_from(model, tokens) gives them")
+    p = p.clamp_min(0)
+    entropy = lambda x: -torch.special.xlogy(x, x).sum(-1) / math.log(2)   # noqa: E731
+    own = entropy(p)                                                        # [L, H, Q]
+    mixed = entropy((p[:, :, None] + p[:, None, :]) / 2)                    # [L, H, H, Q]
+    return (mixed - (own[:, :, None] + own[:, None, :]) / 2).mean(-1)
+
+
+def within_and_across_groups(patterns: torch.Tensor, n_kv_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean divergence per layer between heads sharing a key/value head, and between heads of different ones.
+
+    Returns (within [n_layers], across [n_layers]), in bits. Query head h reads key/value head
+    h // (n_heads / n_kv_heads), as in Hugging Face's repeat_kv.
+    """
+    pairs = head_pair_divergence(patterns)
+    H = pairs.shape[1]
+    if n_kv_heads < 1 or H % n_kv_heads:
+        raise ValueError(f"{H} query heads cannot share {n_kv_heads} key/value heads evenly")
+    group = torch.arange(H) // (H // n_kv_heads)
+    distinct = ~torch.eye(H, dtype=torch.bool)
+    same = (group[:, None] == group[None, :]) & distinct
+    other = group[:, None] != group[None, :]
+    if not same.any() or not other.any():
+        raise ValueError("within and across needs at least two heads per group and at least two groups")
+    return pairs[:, same].mean(-1), pairs[:, other].mean(-1)
