@@ -12,7 +12,7 @@
 #
 # **Prerequisites:** notebook 05. **Run time:** about 40 seconds on a laptop CPU. **GPU:** not needed.
 #
-# Exercises are marked with difficulty 🔴 and importance 🔵 (out of 5); each stub is followed by a check that says what is probably wrong. Hints and solutions sit behind the ▶ arrows.
+# Exercises are marked with difficulty 🔴 and importance 🔵 (out of 5); each stub is followed by a check that says what is probably wrong. Hints and solutions sit behind the ▶ arrows. **Predict, then run** questions ask you to commit to an answer before the next cell shows it; the answers hide behind ▶ too.
 
 # %%
 # Setup: fails early, with the fix, if this environment cannot run the course.
@@ -232,7 +232,11 @@ checks.check_repeat_losses(repeat_losses)
 # </details>
 
 # %% [markdown]
-# **Where the answer is known.** The planted model of notebook 05 has a previous-token head (L0H0) feeding an induction head (L1H3), and its unembedding reads what the induction head copies. Ablate each head in turn (with your hook) and measure:
+# **Where the answer is known.** The planted model of notebook 05 has a previous-token head (L0H0) feeding an induction head (L1H3), and its unembedding reads what the induction head copies. It also has a sink head and a duplicate-token head, each attending in its characteristic way. Ablate each head in turn (with your hook) and measure.
+#
+# **Predict, then run.** Which ablations will raise the loss on the second copy, where copying pays: all four heads, since each attends in a meaningful way, or only some? And which will leave the model knowing nothing at all?
+#
+# <details><summary>Answer (after running the next cell)</summary>Only the previous-token and induction heads. Without the induction head the model knows nothing: both copies cost 3.47 nats, a flat guess. The paragraph after the printout explains each line.</details>
 
 # %%
 planted_model = planted.planted_model()
@@ -329,7 +333,59 @@ print(f"  corrupted mean {corrupt_diff.mean():+.1f}, negative in {int((corrupt_d
 
 
 # %% [markdown]
-# ### Exercise 5 · How much does a patch restore?
+# ### Exercise 5 · The patching hook
+#
+# > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵🔵 · about 10 minutes
+#
+# Write `patch_position_hook(clean_act, position)`: it returns a TransformerLens hook, `hook(act, hook) -> act`, for a hook point of shape `[batch, pos, ...]` (the residual stream, or `hook_z`), that gives the corrupted run the clean run's activation at `position`, and leaves every other position as the corrupted run computed it. The same cached `clean_act` serves every patch you make, so it must come out of each run as it went in.
+#
+# <details><summary>Hint 1 (a nudge)</summary>Which dimension is the position? And what happens to the next patch if your hook writes into <code>clean_act</code>?</details>
+# <details><summary>Hint 2 (the idea)</summary>Write into the activation the hook receives (or a copy of it), at that one position, for every prompt of the batch, and return it.</details>
+
+# %%
+def patch_position_hook(clean_act: torch.Tensor, position: int):
+    '''A hook that replaces the activation at `position` by clean_act's, for every prompt of the batch.'''
+    # SOLUTION
+    def hook(act, hook):
+        act = act.clone()
+        act[:, position] = clean_act[:, position]
+        return act
+    return hook
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_patch_position_hook(patch_position_hook)
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def patch_position_hook(clean_act, position):
+#     def hook(act, hook):
+#         act = act.clone()
+#         act[:, position] = clean_act[:, position]
+#         return act
+#     return hook
+# ```
+#
+# Writing into `act` itself, without the clone, works too: TransformerLens passes each run's own tensor. Writing into `clean_act` does not.
+# </details>
+
+# %% [markdown]
+# Your hook on phi4-tiny: the residual stream entering layer 3, patched at position 6 (A/B) and at the last position, against phi4lab's `patch`:
+
+# %%
+_, clean_cache = model.run_with_cache(clean, names_filter=lambda n: n == "blocks.3.hook_resid_pre")
+for pos in (shown, clean.shape[1] - 1):
+    yours = copy_diff(model.run_with_hooks(corrupt, fwd_hooks=[
+        ("blocks.3.hook_resid_pre", patch_position_hook(clean_cache["blocks.3.hook_resid_pre"], pos))]))
+    ours = copy_diff(patch(model, clean, corrupt, "blocks.3.hook_resid_pre", positions=[pos]))
+    print(f"position {pos:2d}: mean logit(A) - logit(B) {yours.mean():+.2f} with your hook; "
+          f"same as phi4lab's patch to 1e-5: {torch.allclose(yours, ours, atol=1e-5)}")
+
+# %% [markdown]
+# ### Exercise 6 · How much does a patch restore?
 #
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 5 minutes
 #
@@ -358,7 +414,11 @@ checks.check_patching_recovery(patching_recovery)
 # </details>
 
 # %% [markdown]
-# Patch the residual stream entering each layer (`resid_pre`), and leaving the last (`resid_post`), at each position, in all 16 pairs at once (`patch` takes a batch). The table shows the recovery of the mean logit difference:
+# Patch the residual stream entering each layer (`resid_pre`), and leaving the last (`resid_post`), at each position, in all 16 pairs at once (`patch` takes a batch). The table shows the recovery of the mean logit difference.
+#
+# **Predict, then run.** Entering layer 0, at which positions will a patch restore the clean answer? And leaving the last layer?
+#
+# <details><summary>Answer (after running the next cell)</summary>Entering layer 0, only at position 6, where the prompts differ: everywhere else the two runs are identical, so there is nothing to paste. Leaving the last layer, only at the last position, the one whose logits are read. In between, the information moves from one to the other; the paragraph after the interval table says where.</details>
 
 # %%
 hook_names = [f"blocks.{l}.hook_resid_pre" for l in range(model.cfg.n_layers)] + [f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"]
@@ -382,6 +442,78 @@ fig.update_layout(title="Recovery of logit(A) - logit(B), 16 pairs, when one res
                   height=330, yaxis_autorange="reversed")
 fig.show()
 
+
+# %% [markdown]
+# That table took one forward pass per cell. Patching is embarrassingly parallel: every cell is the same corrupted prompt with a different position pasted, so one forward pass per hook point can do a whole row, on a batch holding one copy of the prompts per position.
+#
+# ### Exercise 7 · The whole grid, one pass per hook point
+#
+# > Difficulty: 🔴🔴🔴🔴⚪ · Importance: 🔵🔵🔵⚪⚪ · about 30 minutes
+#
+# Write `patch_grid(model, clean, corrupt, hook_names, metric)`, returning `[len(hook_names), T, batch]`: the metric of the corrupted run with the hook point's activation at one position pasted from the clean run, for every hook point and every position, with one clean run and **one forward pass per hook point**. `metric(logits)` takes the logits of a batch shaped like `clean` and returns one value per prompt. The hook points may be per-head, like `hook_z` (`[batch, pos, head, d_head]`); paste every head.
+#
+# <details><summary>Hint 1 (a nudge)</summary>If the batch held T copies of the corrupted prompts, what would the hook have to do differently to each copy?</details>
+# <details><summary>Hint 2 (the idea)</summary>Stack the copies position by position: copy p · batch + b is prompt b, to be patched at position p. One index over the rows and one over the positions paste all the cells at once; split the logits back into T chunks of one batch each for the metric.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>corrupt.repeat(T, 1)</code>; <code>positions = torch.arange(T).repeat_interleave(B)</code>; repeat the clean activation the same way as the prompts; inside the hook, <code>act[rows, positions] = source[rows, positions]</code> with <code>rows = torch.arange(T * B)</code>; <code>torch.stack([metric(c) for c in logits.split(B)])</code>.</details>
+
+# %%
+def patch_grid(model, clean: torch.Tensor, corrupt: torch.Tensor, hook_names: list[str], metric) -> torch.Tensor:
+    '''metric after pasting each hook point's clean activation at each position: [hooks, T, batch], one pass per hook.'''
+    # SOLUTION
+    B, T = clean.shape
+    _, cache = model.run_with_cache(clean, names_filter=lambda n: n in hook_names)
+    batch = corrupt.repeat(T, 1)                              # copy p * B + b: prompt b, patched at position p
+    rows, positions = torch.arange(T * B), torch.arange(T).repeat_interleave(B)
+    grid = []
+    for name in hook_names:
+        act = cache[name]
+        source = act.repeat(T, *[1] * (act.ndim - 1))         # the clean activations, in the same order
+
+        def paste(a, hook):
+            a = a.clone()
+            a[rows, positions] = source[rows, positions]
+            return a
+        logits = model.run_with_hooks(batch, fwd_hooks=[(name, paste)])
+        grid.append(torch.stack([metric(chunk) for chunk in logits.split(B)]))
+    return torch.stack(grid)
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_patch_grid(patch_grid, model)
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def patch_grid(model, clean, corrupt, hook_names, metric):
+#     B, T = clean.shape
+#     _, cache = model.run_with_cache(clean, names_filter=lambda n: n in hook_names)
+#     batch = corrupt.repeat(T, 1)
+#     rows, positions = torch.arange(T * B), torch.arange(T).repeat_interleave(B)
+#     grid = []
+#     for name in hook_names:
+#         act = cache[name]
+#         source = act.repeat(T, *[1] * (act.ndim - 1))
+#         def paste(a, hook):
+#             a = a.clone()
+#             a[rows, positions] = source[rows, positions]
+#             return a
+#         logits = model.run_with_hooks(batch, fwd_hooks=[(name, paste)])
+#         grid.append(torch.stack([metric(chunk) for chunk in logits.split(B)]))
+#     return torch.stack(grid)
+# ```
+#
+# The price of one pass per row is memory: the batch is T times larger. `phi4lab.analysis.sweep` goes further and reuses the clean and corrupted runs up to the patched layer.
+# </details>
+
+# %% [markdown]
+# The table above, again, with your function: one pass per row instead of one per cell.
+
+# %%
+grid = patch_grid(model, clean, corrupt, hook_names, copy_diff)
+print(f"{len(hook_names)} forward passes instead of {len(hook_names) * T}; the same {len(hook_names)} x {T} grid "
+      f"to 1e-4: {torch.allclose(grid, patched, atol=1e-4)}")
 
 # %% [markdown]
 # Where the table says the information sits, the bootstrap says how sure we can be. For the two positions that matter, the recovery with a 95% interval over the 16 pairs:

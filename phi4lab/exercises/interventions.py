@@ -152,3 +152,99 @@ def check_patching_recovery(fn):
         "that is the fraction relative to clean alone (patched / clean); compare with both ends":
             lambda p, c, r: p / c,
     })
+
+
+# ---- Exercise 6: the patching hook ---------------------------------------------------------------
+
+def check_patch_position_hook(make_hook):
+    """make_hook(clean_act, position) -> hook(act, hook): act with position `position` taken from clean_act."""
+    g = torch.Generator().manual_seed(6)
+    clean = torch.randn(8, 7, 5, generator=g)            # [batch, pos, d_model], as at hook_resid_pre
+    for position in (4, 0, 6):
+        corrupt = torch.randn(8, 7, 5, generator=g)
+        kept = clean.clone()
+        try:
+            hook = make_hook(clean, position)
+            out = hook(corrupt.clone(), hook=None)
+        except NotImplementedError:
+            raise NotImplementedError("patch_position_hook is still a stub: replace `raise NotImplementedError` "
+                                      "with your code") from None
+        if out is None:
+            raise ExerciseFailure("your hook returned None: return the patched activation")
+        if not torch.equal(clean, kept):
+            raise ExerciseFailure("your hook wrote into the clean activation: the clean cache is reused for every "
+                                  "patch, so it must stay as it was. Write into the corrupted activation (or a copy)")
+        expected = corrupt.clone()
+        expected[:, position] = clean[:, position]
+        if torch.equal(out, expected):
+            continue
+        if out.shape != expected.shape:
+            raise ExerciseFailure(f"the hook returned shape {tuple(out.shape)}; it must return the activation's "
+                                  f"shape {tuple(expected.shape)}")
+        if torch.equal(out, clean):
+            raise ExerciseFailure("you pasted every position: patch only `position`, the rest stays corrupted")
+        if torch.equal(out[:, position + 1:], clean[:, position + 1:]) and position < 6:
+            raise ExerciseFailure("you pasted every position from `position` on: patch that one position only")
+        if torch.equal(out, corrupt):
+            raise ExerciseFailure("the activation came back unchanged: paste clean_act[:, position] into it")
+        if torch.equal(out[position], clean[position]):
+            raise ExerciseFailure("you patched a batch element: the activation is [batch, pos, d_model], so the "
+                                  "position is dimension 1: act[:, position]")
+        raise ExerciseFailure(f"for position {position} the output is not the corrupted activation with "
+                              f"act[:, {position}] taken from the clean one")
+    print("\N{CHECK MARK} patch_position_hook: pastes exactly one position from the clean run, for each position "
+          "tried, and leaves the clean activation as it was")
+
+
+# ---- Exercise 7: the whole grid, one pass per hook point -------------------------------------------
+
+def patch_grid_reference(model, clean, corrupt, hook_names, metric):
+    """metric of the corrupted run with `hook_name` at one position pasted from the clean run:
+    [len(hook_names), T, batch], by phi4lab's `patch`, one run per cell."""
+    from phi4lab.analysis import patch
+
+    _, cache = model.run_with_cache(clean, names_filter=lambda n: n in hook_names)
+    T = clean.shape[1]
+    return torch.stack([torch.stack([metric(patch(model, clean, corrupt, name, positions=[p], clean_cache=cache))
+                                     for p in range(T)]) for name in hook_names])
+
+
+def check_patch_grid(fn, model):
+    """fn(model, clean, corrupt, hook_names, metric) -> [hooks, T, batch], equal to one patch per cell.
+
+    metric(logits) takes the logits of a batch shaped like `clean` and returns one value per prompt.
+    """
+    g = torch.Generator().manual_seed(7)
+    n_vocab = model.cfg.d_vocab - 5
+    clean = torch.randint(n_vocab, (3, 9), generator=g)
+    corrupt = clean.clone()
+    corrupt[:, 4] = (clean[:, 4] + 1 + torch.randint(n_vocab - 1, (3,), generator=g)) % n_vocab
+    target = clean[:, 5]
+
+    def metric(logits):
+        return logits[:, -1].log_softmax(-1).gather(1, target[:, None])[:, 0]
+
+    names = ["blocks.0.hook_resid_pre", "blocks.2.hook_resid_pre", "blocks.3.attn.hook_z"]
+    with torch.no_grad():
+        expected = patch_grid_reference(model, clean, corrupt, names, metric)
+        try:
+            mine = fn(model, clean, corrupt, names, metric)
+        except NotImplementedError:
+            raise NotImplementedError("patch_grid is still a stub: replace `raise NotImplementedError` "
+                                      "with your code") from None
+    if not isinstance(mine, torch.Tensor):
+        raise ExerciseFailure(f"return a tensor [hooks, T, batch], got {type(mine).__name__}")
+    if tuple(mine.shape) != tuple(expected.shape):
+        raise ExerciseFailure(f"got shape {tuple(mine.shape)}, expected {tuple(expected.shape)} "
+                              f"[hooks, positions, batch] for {len(names)} hooks, {clean.shape[1]} positions and "
+                              f"a batch of {clean.shape[0]}")
+    if torch.allclose(mine, expected, atol=1e-4):
+        print(f"\N{CHECK MARK} patch_grid: equal to {expected[..., 0].numel()} separate patches, to 1e-4, including "
+              "a per-head hook point (hook_z)")
+        return
+    wrong = (mine - expected).abs().amax(-1) > 1e-4
+    h, p = (int(i) for i in wrong.nonzero()[0])
+    yours, theirs = ([round(v, 3) for v in t[h, p].tolist()] for t in (mine, expected))
+    raise ExerciseFailure(f"the first wrong cell is {names[h]} at position {p}: yours {yours}, one patch there "
+                          f"gives {theirs}. Does copy p of the batch get the clean "
+                          "activation at position p, and only there?")
