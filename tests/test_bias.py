@@ -267,3 +267,29 @@ def test_the_same_report_runs_on_a_model_with_phi4s_tokenizer():
     r = bias.report(twin, "twin", occupations=["nurse", "plumber", "teacher"], progress=False)
     assert r.pronouns.shape == (3, 17) and torch.isfinite(r.pronouns).all()
     assert len(r.probe["layers"]) == 3 and r.steering.shape == (5, 12)
+
+
+def _report(te):
+    return bias.BiasReport(
+        model="m", occupations=["nurse", "plumber"], pronouns=torch.zeros(2, 3), names=torch.zeros(2, 2),
+        pronoun_corr=dict(r=0.0, low=-0.1, high=0.1), name_corr=dict(r=0.0, low=-0.1, high=0.1),
+        mean_pronoun=(0.0, -0.1, 0.1),
+        probe=dict(layers=[dict(layer=0, mean_diff=0.5, logistic=0.5, mean_diff_control=0.5, logistic_control=0.5)]),
+        mediators=[dict(head="L1H2", share=0.4, low=0.2, high=0.6)], mediation_te=te, steer_layer=1,
+        alphas=[-1, 0, 1], steering=torch.zeros(3, 4))
+
+
+def test_the_card_shows_mediation_shares_only_where_there_is_an_effect():
+    import matplotlib.pyplot as plt
+    with_effect = bias.card(_report((0.8, 0.5, 1.1)))
+    assert bias.has_total_effect(_report((-0.8, -1.1, -0.5)))
+    assert [t.get_text() for t in with_effect.axes[2].get_yticklabels()] == ["L1H2"]
+    assert "top heads; TE = 0.80 [0.50, 1.10] nats" == with_effect.axes[2].get_title()
+    nothing = bias.card(_report((-0.05, -0.2, 0.1)))
+    assert not bias.has_total_effect(_report((-0.05, -0.2, 0.1)))
+    texts = " ".join(t.get_text() for t in nothing.axes[2].texts)
+    assert "at least 0.1 nats from 0" in texts and "[-0.20, 0.10]" in texts and not nothing.axes[2].patches
+    # an effect whose interval excludes 0 but stays within 0.1 nats of it (phi4-tiny's own) is not shared out
+    assert not bias.has_total_effect(_report((-0.08, -0.13, -0.04)))
+    assert bias.has_total_effect(_report((-0.08, -0.13, -0.04)), min_effect=0.03)
+    plt.close("all")

@@ -10,7 +10,7 @@
 #
 # **Prerequisites:** Python and a little PyTorch. **Run time:** under a minute on a laptop CPU. **GPU:** not needed.
 #
-# Exercises are marked with difficulty 🔴 and importance 🔵 (out of 5). Each is a function stub; the cell after it checks your answer against phi4lab's reference and tells you what is *probably* wrong. Hints sit behind the ▶ arrows.
+# Exercises are marked with difficulty 🔴 and importance 🔵 (out of 5). Each is a function stub; the cell after it checks your answer against phi4lab's reference and tells you what is *probably* wrong. Hints sit behind the ▶ arrows. **Predict, then run** questions ask you to commit to an answer before the next cell shows it; the answers hide behind ▶ too.
 
 # %%
 # Setup: fails early, with the fix, if this environment cannot run the course.

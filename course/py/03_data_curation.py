@@ -11,7 +11,7 @@
 #
 # **Prerequisites:** notebook 00. **Run time:** about a minute on a laptop CPU (the first run also downloads a 5 MB archive from PyPI). **GPU:** not needed.
 #
-# Exercises are marked with difficulty 🔴 and importance 🔵 (out of 5); each stub is followed by a check that says what is probably wrong. Hints and solutions sit behind the ▶ arrows.
+# Exercises are marked with difficulty 🔴 and importance 🔵 (out of 5); each stub is followed by a check that says what is probably wrong. Hints and solutions sit behind the ▶ arrows. **Predict, then run** questions ask you to commit to an answer before the next cell shows it; the answers hide behind ▶ too.
 
 # %%
 # Setup: fails early, with the fix, if this environment cannot run the course.

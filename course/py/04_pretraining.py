@@ -11,7 +11,7 @@
 #
 # **Prerequisites:** notebooks 00 and 03. **Run time:** about 2 minutes on a laptop CPU. **GPU:** not needed.
 #
-# Exercises are marked with difficulty 🔴 and importance 🔵 (out of 5); each stub is followed by a check that says what is probably wrong. Hints and solutions sit behind the ▶ arrows.
+# Exercises are marked with difficulty 🔴 and importance 🔵 (out of 5); each stub is followed by a check that says what is probably wrong. Hints and solutions sit behind the ▶ arrows. **Predict, then run** questions ask you to commit to an answer before the next cell shows it; the answers hide behind ▶ too.
 
 # %%
 # Setup: fails early, with the fix, if this environment cannot run the course.
@@ -220,6 +220,44 @@ checks.check_clip_gradients(clip_gradients)
 # </details>
 
 # %% [markdown]
+# ### Exercise 5 · Gradient accumulation
+#
+# > Difficulty: 🔴🔴🔴⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 15 minutes
+#
+# Phi-4 was trained with a global batch of 5,760 sequences; no GPU holds that many at once. Write `accumulated_gradients(model, tokens, sizes)`: split the batch `tokens` into micro-batches of `sizes` rows (`tokens.split(sizes)`), run forward and backward on each in turn, and return the gradients (`[p.grad for p in model.parameters()]`) that result. They must equal the gradient of `T.lm_loss(model(tokens).logits, tokens)` on the whole batch at once, also when the micro-batches differ in size. Start from zeroed gradients.
+#
+# <details><summary>Hint 1 (a nudge)</summary><code>backward()</code> adds into <code>.grad</code>. What does the sum of the micro-batches' gradients compute, if each micro-batch's loss is a mean over its own tokens?</details>
+# <details><summary>Hint 2 (the idea)</summary>The big batch's loss is the mean over all rows, so it is a weighted sum of the micro-batches' mean losses, each weighted by its share of the rows. Scale each micro-batch's loss by that share before its backward pass.</details>
+
+# %%
+def accumulated_gradients(model, tokens: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+    '''Gradients after backward passes on micro-batches of `sizes` rows: those of the whole batch.'''
+    # SOLUTION
+    model.zero_grad()
+    for chunk in tokens.split(sizes):
+        (T.lm_loss(model(chunk).logits, chunk) * (len(chunk) / len(tokens))).backward()
+    return [p.grad for p in model.parameters()]
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_accumulated_gradients(accumulated_gradients, lambda: small_model(vocab=97))
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def accumulated_gradients(model, tokens, sizes):
+#     model.zero_grad()
+#     for chunk in tokens.split(sizes):
+#         (T.lm_loss(model(chunk).logits, chunk) * (len(chunk) / len(tokens))).backward()
+#     return [p.grad for p in model.parameters()]
+# ```
+#
+# With equal micro-batches the share is 1 / (number of micro-batches), which is why training loops divide the loss by the accumulation steps. Weighting by rows is right here because every row has the same number of tokens; with padded rows of different lengths, weight by tokens.
+# </details>
+
+# %% [markdown]
 # **Mixed precision** runs the matmuls in a 16-bit format while the weights stay fp32. bf16 keeps fp32's exponent range, so it needs nothing more; fp16 has a narrow range, so small gradients underflow to 0 unless the loss is first multiplied by a large **scale** (a `GradScaler`), which backs off when a step overflows. `phi4lab.training.loop` offers `precision="fp32" | "bf16" | "fp16"`. Whether 16-bit is *faster* is a property of your hardware, not of the format: on a CPU without native bf16 instructions it is many times slower. Measure it where you are:
 
 # %%
@@ -274,14 +312,73 @@ assert history[-1]["loss"] < history[0]["loss"] - 2, "the short run should learn
 
 
 # %% [markdown]
-# **Perplexity** is exp(mean loss): the number of tokens the model is "choosing between" on average. `T.perplexity` slides a window over the validation stream and scores every token exactly once (the Hugging Face recipe, with its known bugs fixed); with `stride < max_length`, every token also sees more context.
+# **Perplexity** is exp(mean loss): the number of tokens the model is "choosing between" on average. A stream longer than the model's context is scored in windows. Windows that start every `max_length` tokens give the first tokens of each window almost no context; windows that start every `stride < max_length` tokens overlap, and each token is scored in the first window where it is new, with at least `max_length − stride` tokens before it.
 #
+# ### Exercise 6 · Sliding-window perplexity
+#
+# > Difficulty: 🔴🔴🔴⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 20 minutes
+#
+# Write `sliding_perplexity(model, tokens, max_length, stride)` for a 1-D token stream and a Hugging Face model: windows of up to `max_length` tokens starting at 0, `stride`, 2·`stride`, ... (the last one may be shorter, and the loop stops once a window reaches the end), every token after the first scored exactly once, in the first window that contains it as a *new* token. Return the perplexity as a float. The check compares it with `T.perplexity`.
+#
+# <details><summary>Hint 1 (a nudge)</summary>How many of a window's predictions are for tokens that no earlier window scored? Keep track of where the last window ended.</details>
+# <details><summary>Hint 2 (the idea)</summary>A window [begin, end) gives end − begin − 1 predictions, of tokens begin + 1 … end − 1; the new ones are the last end − prev_end of them (all of them, for the first window). Sum the new tokens' losses over all windows and divide by how many were scored, then take exp.</details>
+
+# %%
+def sliding_perplexity(model, tokens: torch.Tensor, max_length: int, stride: int) -> float:
+    '''exp(mean loss) over a stream, every token scored once, windows of max_length every stride tokens.'''
+    # SOLUTION
+    nll, count, prev_end = 0.0, 0, 0
+    for begin in range(0, len(tokens), stride):
+        end = min(begin + max_length, len(tokens))
+        window = tokens[begin:end][None]
+        losses = F.cross_entropy(model(window).logits[0, :-1].float(), window[0, 1:], reduction="none")
+        new = losses[-min(end - prev_end, len(losses)):]
+        nll, count, prev_end = nll + new.sum().item(), count + len(new), end
+        if end == len(tokens):
+            break
+    return math.exp(nll / count)
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_sliding_perplexity(sliding_perplexity, lambda: small_model(vocab=97))
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def sliding_perplexity(model, tokens, max_length, stride):
+#     nll, count, prev_end = 0.0, 0, 0
+#     for begin in range(0, len(tokens), stride):
+#         end = min(begin + max_length, len(tokens))
+#         window = tokens[begin:end][None]
+#         losses = F.cross_entropy(model(window).logits[0, :-1].float(), window[0, 1:], reduction="none")
+#         new = losses[-min(end - prev_end, len(losses)):]
+#         nll, count, prev_end = nll + new.sum().item(), count + len(new), end
+#         if end == len(tokens):
+#             break
+#     return math.exp(nll / count)
+# ```
+#
+# The Hugging Face guide's version averaged each window's mean loss, which weighs a short last window as much as a full one; summing per token is exact.
+# </details>
+
+# %% [markdown]
 # ## 6. Optimizers on the same budget
 #
 # AdamW gives each parameter its own step size. **LAMB** and **LARS** add a *layer-wise trust ratio*: each tensor's update is rescaled so its size is proportional to the size of that tensor's weights. They were invented for enormous batches (LAMB trained BERT at batch 64k); at CPU batch sizes they buy nothing, but the trust ratio is worth seeing.
+#
+# The two are easy to confuse, and differ in what the trust ratio rescales:
+#
+# | | base update | trust ratio | step |
+# |---|---|---|---|
+# | **LARS** (You et al. 2017) | the gradient plus weight decay, g + λw | η‖w‖ / (‖g‖ + λ‖w‖) | SGD with momentum on trust × (g + λw) |
+# | **LAMB** (You et al. 2019) | Adam's bias-corrected m̂ / (√v̂ + ε), plus λw | ‖w‖ / ‖update‖ | w − lr × trust × update |
+#
+# LARS is SGD-momentum made layer-wise; LAMB is Adam made layer-wise. (η, LARS's trust coefficient, is small, which is why its nominal learning rate is large.)
 
 # %% [markdown]
-# ### Exercise 5 · The LAMB trust ratio
+# ### Exercise 7 · The LAMB trust ratio
 #
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
 #
@@ -311,6 +408,52 @@ checks.check_trust_ratio(trust_ratio)
 # ```
 # </details>
 
+# %% [markdown]
+# ### Exercise 8 · A LAMB step
+#
+# > Difficulty: 🔴🔴🔴🔴⚪ · Importance: 🔵🔵🔵⚪⚪ · about 25 minutes
+#
+# Write one LAMB step for one tensor, `lamb_step(w, g, m, v, step, lr, betas, eps, weight_decay)`: `w` the weights, `g` their gradient, `m` and `v` the first and second moments after `step − 1` steps (zeros before the first), `step` counting from 1. Return the new `(w, m, v)`, without changing the inputs. The check compares it with phi4lab's `LAMB` optimizer (`phi4lab.training.optim`), on tensors with and without weight decay, and on a zero-initialised tensor, whose trust ratio is 1.
+#
+# <details><summary>Hint 1 (a nudge)</summary>The table above has the recipe. Which quantities does Adam correct for their bias, and by what?</details>
+# <details><summary>Hint 2 (the idea)</summary>Update the moments as Adam does; divide them by 1 − β₁^step and 1 − β₂^step; form Adam's update, add the weight decay term, then rescale the whole thing by your <code>trust_ratio</code> of the weights and that update.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>m = b1 * m + (1 - b1) * g</code>; <code>v = b2 * v + (1 - b2) * g * g</code>; <code>update = (m / (1 - b1**step)) / ((v / (1 - b2**step)).sqrt() + eps) + weight_decay * w</code>; <code>w - lr * trust_ratio(w, update) * update</code>.</details>
+
+# %%
+def lamb_step(w, g, m, v, step: int, lr: float, betas: tuple[float, float], eps: float, weight_decay: float):
+    '''One LAMB step on one tensor: returns (w, m, v) after it.'''
+    # SOLUTION
+    b1, b2 = betas
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    update = (m / (1 - b1**step)) / ((v / (1 - b2**step)).sqrt() + eps) + weight_decay * w
+    return w - lr * trust_ratio(w, update) * update, m, v
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_lamb_step(lamb_step)
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def lamb_step(w, g, m, v, step, lr, betas, eps, weight_decay):
+#     b1, b2 = betas
+#     m = b1 * m + (1 - b1) * g
+#     v = b2 * v + (1 - b2) * g * g
+#     update = (m / (1 - b1**step)) / ((v / (1 - b2**step)).sqrt() + eps) + weight_decay * w
+#     return w - lr * trust_ratio(w, update) * update, m, v
+# ```
+#
+# Without the trust ratio this is AdamW (with the decay inside the update rather than applied separately, a difference of scaling only). With it, a tensor whose weights are small takes small steps, whatever its gradients say.
+# </details>
+
+# %% [markdown]
+# **Predict, then run.** Three optimizers train the same model on the same batches for 80 steps, each at a learning rate picked for it. Which ends with the lowest training loss: AdamW, or one of the trust-ratio optimizers built for large batches?
+#
+# <details><summary>Answer (after running the next cell)</summary>AdamW (the cell asserts it). A trust ratio keeps each layer's step proportional to its weights, which is what stabilises training with batches of tens of thousands; at 8 sequences per batch, gradient noise dominates and the layer-wise rescaling has nothing to fix, while LARS also gives up Adam's per-parameter step sizes.</details>
+
 # %%
 # NBVAL_IGNORE_OUTPUT
 runs, trust = {}, {}
@@ -319,6 +462,7 @@ for name, lr in (("adamw", 3e-3), ("lamb", 1e-2), ("lars", 2.0)):
     cfg = T.TrainConfig(steps=80, lr=lr, warmup_steps=8, optimizer=name, log_every=5, progress=False)
     runs[name] = T.train(model, get_batch, cfg)
     print(f"{name:5s} lr {lr:<6g} final loss {runs[name][-1]['loss']:.3f}")
+assert min(runs, key=lambda n: runs[n][-1]["loss"]) == "adamw", "on this budget AdamW should end lowest"
 fig = go.Figure()
 for name, hist in runs.items():
     fig.add_scatter(x=[r["step"] for r in hist], y=[r["loss"] for r in hist], name=name)
@@ -391,6 +535,43 @@ fig.update_layout(height=300, coloraxis=dict(colorscale="Blues", cmin=0, cmax=1)
 fig.update_xaxes(title_text="head")
 fig.update_yaxes(title_text="layer", autorange="reversed")
 fig.show()
+
+# %% [markdown]
+# An induction head is worth its keep only if it lowers the loss. Read phi4-tiny's loss token by token along the same random sequences, a segment of 25 tokens repeated once.
+#
+# **Predict, then run.** What will the loss look like along the first copy, at the first token of the second copy, and along the rest of the second copy?
+#
+# <details><summary>Answer (after running the next cell)</summary>High along the first copy: the tokens are random, so the model can only guess among its thousands of ordinary tokens (about ln 4,091 nats if it guessed uniformly; it does a little worse, since its guesses follow Shakespeare and code). Still high at the first token of the second copy: nothing says the segment is about to repeat. Then close to zero: from the second token of the second copy on, the induction heads find the earlier occurrence of the current token and copy what followed it.</details>
+
+# %%
+per_token = T.next_token_losses(tiny_model(repeated), repeated).mean(0)   # position t predicts token t + 1
+print(f"mean loss over the first copy (tokens 2-25): {per_token[:24].mean():.2f} nats (ln {n_ordinary:,} = {math.log(n_ordinary):.2f}); "
+      f"the second copy's first token: {per_token[24]:.2f}; the rest of the second copy: {per_token[25:].mean():.2f}")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (the numbers printed above, drawn)
+fig = go.Figure(go.Scatter(x=list(range(2, 51)), y=per_token.tolist(), mode="lines+markers"))
+fig.add_vline(x=26, line_dash="dot", annotation_text="second copy begins")
+fig.update_layout(height=300, title="phi4-tiny's loss along a random 25-token segment repeated once (mean of 8)",
+                  xaxis_title="token predicted (1-based)", yaxis_title="loss (nats)")
+fig.show()
+
+# %% [markdown]
+# Your `sliding_perplexity` on phi4-tiny and held-out code: windows of 128 tokens, ever more overlapping.
+#
+# **Predict, then run.** Halve the stride from 128 (windows side by side) to 64, then to 32. Will the perplexity rise, fall or stay put? And by the same amount each time?
+#
+# <details><summary>Answer (after running the next cell)</summary>It falls, by less each time. With windows side by side, the first tokens of every window are predicted from almost nothing; with stride 64 each token sees at least 128 − 64 tokens of context, with stride 32 at least 128 − 32. Extra context helps most when there is little of it. The price is compute: stride 32 runs four times as many windows.</details>
+
+# %%
+from phi4lab.model.bridge import unwrap
+
+held_out = val_stream[:4096]
+with torch.no_grad():
+    for stride in (128, 64, 32):
+        ppl = sliding_perplexity(unwrap(tiny_model), held_out, 128, stride)
+        print(f"stride {stride:3d}: perplexity {ppl:.2f} on {len(held_out):,} held-out tokens of code")
 
 # %% [markdown]
 # To regenerate phi4-tiny from scratch: `phi4lab build-tiny --out build/phi4-tiny` (about 48 minutes on an idle 2-core CPU; it resumes from its last checkpoint if interrupted). `python -m phi4lab.recipes.induction` regenerates the curves below (about 5 minutes).

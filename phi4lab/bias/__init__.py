@@ -9,7 +9,7 @@
 """
 
 from phi4lab.analysis.stats import bootstrap, pearson
-from phi4lab.bias.card import BiasReport, card, report
+from phi4lab.bias.card import BiasReport, card, has_total_effect, report
 from phi4lab.bias.causal import gender_pairs, head_mediation, steer, top_mediators
 from phi4lab.bias.data import (
     BLS_SOURCE,
@@ -40,6 +40,7 @@ from phi4lab.bias.probes import (
 
 __all__ = [
     "BLS_SOURCE", "BiasDataError", "BiasReport", "UnknownOccupationError", "bootstrap", "card", "check_frame",
+    "has_total_effect",
     "control_labels", "correlation_with_bls", "diff_of_means", "fill", "gender_pairs", "gendered_prompts",
     "head_mediation", "last_residuals", "name_preference", "occupation", "occupations", "pearson", "preference",
     "probe_accuracies", "probe_layers", "pronoun_preference", "report", "slice_sentences", "steer", "templates", "top_mediators",

@@ -68,6 +68,24 @@ def report(model, name: str | None = None, occupations: list[str] | None = None,
                       steer_layer=layer, alphas=list(alphas), steering=steering)
 
 
+# A share NIE / TE means something only when TE is clearly away from zero: a ratio over a denominator
+# near 0 can come out at any size and either sign. 0.1 nats moves the odds of "she" against "he" by
+# about 10% (exp(0.1) = 1.105); an effect whose whole interval lies closer to zero is not drawn.
+MIN_EFFECT = 0.1
+NO_EFFECT = ("total effect man -> woman {:.2f} nats, 95% CI [{:.2f}, {:.2f}]:\nthe interval does not lie "
+             "at least {:.1f} nats from 0,\nso there is too little effect to share out.\n"
+             "Shares of it (NIE / TE) would divide by nearly nothing.")
+
+
+def has_total_effect(r: BiasReport, min_effect: float = MIN_EFFECT) -> bool:
+    """Whether the total effect's whole 95% interval lies at least `min_effect` nats from zero.
+
+    Only then does the card draw mediation shares: NIE / TE over an effect near zero is noise.
+    """
+    _, low, high = r.mediation_te
+    return low >= min_effect or high <= -min_effect
+
+
 def card(r: BiasReport):
     """A 2 x 2 matplotlib figure summarising a BiasReport."""
     import matplotlib.pyplot as plt
@@ -97,16 +115,22 @@ def card(r: BiasReport):
     ax[0, 1].set(xlabel="layer (0 = embedding)", ylabel="held-out accuracy", ylim=(0, 1.05),
                  title="is the subject's gender linearly readable?")
     ax[0, 1].legend(fontsize=7)
-    # (c) top mediating heads
-    heads = r.mediators
-    y = range(len(heads))
-    ax[1, 0].barh(list(y), [h["share"] for h in heads],
-                  xerr=[[h["share"] - h["low"] for h in heads], [h["high"] - h["share"] for h in heads]])
-    ax[1, 0].set_yticks(list(y), [h["head"] for h in heads])
-    ax[1, 0].invert_yaxis()
+    # (c) top mediating heads, only where there is an effect to share out
     te = r.mediation_te
-    ax[1, 0].set(xlabel="share of the man -> woman effect mediated (NIE / TE)",
-                 title=f"top heads; TE = {te[0]:.2f} [{te[1]:.2f}, {te[2]:.2f}] nats")
+    if has_total_effect(r):
+        heads = r.mediators
+        y = range(len(heads))
+        ax[1, 0].barh(list(y), [h["share"] for h in heads],
+                      xerr=[[h["share"] - h["low"] for h in heads], [h["high"] - h["share"] for h in heads]])
+        ax[1, 0].set_yticks(list(y), [h["head"] for h in heads])
+        ax[1, 0].invert_yaxis()
+        ax[1, 0].set(xlabel="share of the man -> woman effect mediated (NIE / TE)",
+                     title=f"top heads; TE = {te[0]:.2f} [{te[1]:.2f}, {te[2]:.2f}] nats")
+    else:
+        ax[1, 0].set_axis_off()
+        ax[1, 0].text(0.5, 0.5, NO_EFFECT.format(*te, MIN_EFFECT), ha="center", va="center", wrap=True, fontsize=9,
+                      transform=ax[1, 0].transAxes)
+        ax[1, 0].set_title("top heads: not shown")
     # (d) steering
     mean = r.steering.mean(-1)
     ax[1, 1].plot(r.alphas, mean, "-o")
