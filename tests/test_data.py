@@ -136,3 +136,17 @@ def test_real_corpus_rebuilds_bit_for_bit():
     rebuilt = data.manifest(corpus)
     assert rebuilt["steps"] == manifest["steps"]
     assert rebuilt["corpus_sha256"] == manifest["corpus_sha256"]
+
+
+def test_jupyterlab_settings_documents_are_json_and_split_by_name(monkeypatch, tmp_path):
+    import json
+
+    from phi4lab.recipes import corpus
+    docs = corpus.jupyterlab_settings_documents()
+    assert len(docs) > 20 and all(d.domain == "settings" and d.name.startswith("settings/@jupyterlab/") for d in docs)
+    assert all(isinstance(json.loads(d.text), dict) for d in docs)           # every one is a JSON object
+    validation = [d for d in docs if corpus.is_validation(d.name)]
+    assert 0 < len(validation) < len(docs) / 4
+    monkeypatch.setattr(corpus.sys, "prefix", str(tmp_path))
+    with pytest.raises(corpus.SourceError, match="lacks JupyterLab"):
+        corpus.jupyterlab_settings_documents()

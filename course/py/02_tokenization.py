@@ -283,7 +283,11 @@ for step in fast.trace(" wherefore"):
 #
 # ## 4. cl100k in your own encoder
 #
-# A tiktoken rank file is a list of `token bytes -> rank`. tiktoken encodes a chunk by repeatedly merging the adjacent pair whose *concatenation* has the lowest rank. Register every split of every token as a merge, with the token's rank as its priority, and the "earliest merge first" rule you wrote above does exactly that. `BPE.from_tiktoken` does it, for cl100k's 100,256 ranks (hash-checked on load):
+# A tiktoken rank file is a list of `token bytes -> rank`. tiktoken encodes a chunk by repeatedly merging the adjacent pair whose *concatenation* has the lowest rank. Register every split of every token as a merge, with the token's rank as its priority, and the "earliest merge first" rule you wrote above does exactly that. `BPE.from_tiktoken` does it, for cl100k's 100,256 ranks (hash-checked on load).
+#
+# **Predict, then run.** Nine texts: accented Latin, Japanese, Hindi, Cyrillic, emoji with a skin tone and a flag, code with tabs and a Windows line ending, numbers, runs of spaces. On how many will the encoder built this way give exactly tiktoken's ids?
+#
+# <details><summary>Answer (after running the next cell)</summary>All nine. Byte-level BPE never meets an unknown character: every text is bytes first, and every byte is a token. And applying the merges in rank order is exactly the rule tiktoken runs. What could differ is the regex that cuts the text into chunks before BPE, and `BPE.from_tiktoken` uses cl100k's own.</details>
 
 # %%
 cl100k = bpe.BPE.from_tiktoken(cl100k_ranks())
@@ -299,6 +303,10 @@ for step in cl100k.trace(" tokenization"):
 # ## 5. How Phi-4 cuts text
 #
 # **Languages.** The same sentence, written by us in several languages. Characters per token is the number to watch: it is what you pay per token of context and compute.
+#
+# **Predict, then run.** In which language will Phi-4's tokenizer pack the most characters into a token, and in which the fewest? Will any need more than one token per character?
+#
+# <details><summary>Answer (after running the next cell)</summary>English packs the most, 5.00 characters per token. Japanese the fewest, 0.72, with Chinese and Hindi also below one: more tokens than characters. A character of these scripts takes three bytes in UTF-8, and where the tokenizer's training data held little of a script, few merges join its bytes back together. Russian sits in between, and the European languages written in Latin letters at about three.</details>
 
 # %%
 sentences = {
@@ -445,7 +453,11 @@ for name in ("original", "fixed"):
 # %% [markdown]
 # ## 7. Where tokenization bites: untrained ids
 #
-# Ids that never occurred in training keep their random initial embedding. In Phi-4 these are the `<|dummy_*|>` ids; feeding one to the model gives unpredictable behaviour ("glitch tokens"). phi4-tiny never saw its chat specials in pre-training, so their rows stand out by norm; the explorer can also colour text by how surprised the model was:
+# Ids that never occurred in training keep their random initial embedding. In Phi-4 these are the `<|dummy_*|>` ids; feeding one to the model gives unpredictable behaviour ("glitch tokens"). phi4-tiny never saw its chat specials in pre-training, so their rows stand out by norm; the explorer can also colour text by how surprised the model was.
+#
+# **Predict, then run.** phi4-tiny's chat specials never occurred in its pretraining data. Will their embedding rows be smaller than a typical row, as if never trained, or larger?
+#
+# <details><summary>Answer (after running the next cell)</summary>Larger: every special's row is longer than the median row, and `<|endoftext|>`'s is the longest of all. The paragraph after the printout explains why a token that never occurs still has its row trained.</details>
 
 # %%
 tiny = phi4lab.load("phi4-tiny")

@@ -146,7 +146,11 @@ checks.check_jaccard(jaccard)
 # </details>
 
 # %% [markdown]
-# How similar are the two editions of a play, compared with two different plays? Exact Jaccard of word 3-gram sets, for every pair of the 77 Shakespeare texts (`corpus.shingles` is phi4lab's version of your function):
+# How similar are the two editions of a play, compared with two different plays? Exact Jaccard of word 3-gram sets, for every pair of the 77 Shakespeare texts (`corpus.shingles` is phi4lab's version of your function).
+#
+# **Predict, then run.** Two editions of the same play, one in modern spelling and one as the First Folio printed it: will their Jaccard similarity be close to 1? And will it stand clear of every pair of different plays?
+#
+# <details><summary>Answer (after running the next cell)</summary>Neither. Editions of the same play share only 0.23 to 0.33 of their word 3-grams: one changed spelling spoils every 3-gram it sits in. And some "different" pairs score as high, because they are not different: the paragraph after the printout explains.</details>
 
 # %%
 import itertools
@@ -183,7 +187,11 @@ fig.show()
 
 
 # %% [markdown]
-# Computing every pair exactly is fine for 77 documents (2,926 pairs) and hopeless for a web crawl (10⁹ documents, 10¹⁸ pairs). **MinHash** compresses each shingle set into 128 numbers whose agreement rate estimates the Jaccard; **LSH** then splits those numbers into *b* bands of *r* rows and calls two documents candidates when **any band agrees in all its rows**. Only candidates are compared. `datasketch` picks *b* and *r* for a threshold:
+# Computing every pair exactly is fine for 77 documents (2,926 pairs) and hopeless for a web crawl (10⁹ documents, 10¹⁸ pairs). **MinHash** compresses each shingle set into 128 numbers whose agreement rate estimates the Jaccard; **LSH** then splits those numbers into *b* bands of *r* rows and calls two documents candidates when **any band agrees in all its rows**. Only candidates are compared. `datasketch` picks *b* and *r* for a threshold.
+#
+# **Predict, then run.** With LSH tuned for a threshold of 0.8, what is the chance that a pair of Jaccard similarity 0.3, such as two editions of a play, becomes a candidate at all: about 30%, about 1%, or less than one in a hundred thousand?
+#
+# <details><summary>Answer (after running the next cell)</summary>Less than one in a hundred thousand: 1.43e-06, about 1 in 700,000. A pair is a candidate only if some band of 13 rows agrees entirely, and 0.3¹³ is tiny. A threshold is not a soft preference: set it at 0.8 and editions that differ by spelling are never even compared. That is why the pipeline uses 0.2 for prose.</details>
 
 # %% [markdown]
 # ### Exercise 3 · The LSH S-curve
@@ -296,7 +304,11 @@ checks.check_passes_stop_word_rule(passes_stop_word_rule)
 # </details>
 
 # %% [markdown]
-# What happens when the prose rules meet code? Apply `corpus.gopher_reason` (all seven rules, first failure reported) to every standard-library file:
+# What happens when the prose rules meet code? Apply `corpus.gopher_reason` (all seven rules, first failure reported) to every standard-library file.
+#
+# **Predict, then run.** Gopher's rules were written for web prose. What share of the Python standard library will they reject, and for what, mostly?
+#
+# <details><summary>Answer (after running the next cell)</summary>About a third, 34%, and mostly for the `#` sign: a comment's `#` counts as a symbol, and the rule allows few per word. Then short words (identifiers like `i` and `os`) and short files. None of these says anything about the code's quality, which is why phi4lab applies its own code rules to code.</details>
 
 # %%
 from collections import Counter

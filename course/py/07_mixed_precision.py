@@ -115,7 +115,11 @@ for dt in (torch.float32, torch.bfloat16, torch.float16):
 # %% [markdown]
 # ## 2. What rounding does to a sum
 #
-# Adding a small number to a large one rounds the result to the large one's grid. Keep adding 0.01 in fp16, and once the sum reaches 32 the gap above it is 2⁻⁵ ≈ 0.031: 0.01 is less than half a gap, so every addition rounds back to 32, and the sum stalls.
+# Adding a small number to a large one rounds the result to the large one's grid.
+#
+# **Predict, then run.** Add 0.01 to a running sum ten thousand times, in fp32, fp16 and bf16. The exact answer is 100. What will each format give?
+#
+# <details><summary>Answer (after running the next cell)</summary>fp32 gives 100.0030, close. fp16 stalls at 32: once the sum reaches 32 the gap above it is 2⁻⁵ ≈ 0.031, 0.01 is less than half a gap, and every addition rounds back to 32. bf16, with 3 fewer mantissa bits, stalls far earlier, at 4. Neither 16-bit sum is off by a little: each is off by most of the answer.</details>
 
 # %%
 for dt in (torch.float32, torch.float16, torch.bfloat16):
@@ -180,6 +184,10 @@ print("fp16, 5,000 x 0.01:", kahan_sum(torch.full((5000,), 0.01, dtype=torch.flo
 # ## 3. Overflow: attention scores in fp16
 #
 # An attention score is a dot product of a query and a key: a sum of 128 products in Phi-4. Large activations make it large, and fp16 stops at 65,504. One inf in a row of scores, and the softmax of that row is NaN, which spreads to everything downstream. GPT-2 hit exactly this under fp16 autocast (huggingface/transformers#24638).
+#
+# **Predict, then run.** The next cell scales random queries and keys up until the largest score is well past 65,504, and computes one attention pattern in each format. Which formats give a usable pattern?
+#
+# <details><summary>Answer (after running the next cell)</summary>fp32 and bf16, and they agree: bf16's range is fp32's, so its scores are coarse but finite. fp16 gives a row of NaN: an overflowed score is inf, and the softmax of a row holding inf is inf / inf.</details>
 
 # %%
 g = torch.Generator().manual_seed(0)
@@ -261,6 +269,11 @@ checks.check_logit_kl(logit_kl)
 #     return (lp.exp() * (lp - lq)).sum(-1).mean()
 # ```
 # </details>
+
+# %% [markdown]
+# **Predict, then run.** bf16 keeps 7 mantissa bits, fp16 10. Run phi4-tiny in each: at the last layer, how many times larger will bf16's error in the residual stream be than fp16's: about 3, about 8, or about 1,000? And will the error grow or shrink with depth?
+#
+# <details><summary>Answer (after running the next two cells)</summary>About 8, which is 2³: each missing mantissa bit doubles the rounding step. And it grows with depth, in both formats: each layer adds its own rounding to what it inherited. The paragraph after the plots says what that means for the model's output.</details>
 
 # %%
 # NBVAL_IGNORE_OUTPUT

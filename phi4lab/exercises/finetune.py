@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from phi4lab.exercises.checking import check_function
+from phi4lab.exercises.checking import ExerciseFailure, check_function
 
 # ---- Exercise 1: what LoRA trains ---------------------------------------------------------------------------
 
@@ -138,3 +138,192 @@ def check_assistant_labels(fn):
     check_function(lambda *c: torch.tensor(fn(*c)), lambda *c: torch.tensor(_labels_ref(*c)), cases,
                    name="assistant_labels", rtol=0, atol=0,
                    mistakes={k: (lambda m: lambda *c: torch.tensor(m(*c)))(v) for k, v in LABEL_MISTAKES.items()})
+
+
+# ---- A LoRA layer, by hand ------------------------------------------------------------------------------
+
+def lora_forward_reference(x, W, A, B, alpha, r):
+    """The output of a linear layer W with a LoRA adapter (A [r, in], B [out, r]) on input x [..., in]."""
+    return x @ W.T + (alpha / r) * ((x @ A.T) @ B.T)
+
+
+LORA_FORWARD_MISTAKES = {
+    "scale the adapter's output by alpha / r (peft's `scaling`)": lambda x, W, A, B, a, r: x @ W.T + (x @ A.T) @ B.T,
+    "the adapter *adds* to the frozen layer's output: x W^T + (alpha / r) x A^T B^T":
+        lambda x, W, A, B, a, r: (a / r) * ((x @ A.T) @ B.T),
+    "the scale is alpha / r, not r / alpha": lambda x, W, A, B, a, r: x @ W.T + (r / a) * ((x @ A.T) @ B.T),
+}
+
+
+def check_lora_forward(fn):
+    g = torch.Generator().manual_seed(3)
+    cases = []
+    for shape, out, inp, r, alpha in (((2, 5), 6, 5, 2, 4), ((3, 4, 8), 12, 8, 4, 16), ((7, 9), 5, 9, 1, 2)):
+        cases.append((torch.randn(*shape, generator=g), torch.randn(out, inp, generator=g),
+                      torch.randn(r, inp, generator=g), torch.randn(out, r, generator=g), alpha, r))
+    check_function(fn, lora_forward_reference, cases, name="lora_forward", mistakes=LORA_FORWARD_MISTAKES,
+                   rtol=1e-5, atol=1e-5)
+
+
+# ---- A sequence's log-probability ----------------------------------------------------------------------
+
+def sequence_logprobs_reference(logits, labels):
+    """[batch]: the sum of log p(label_t | tokens before t) over the positions whose label is not -100."""
+    logp = logits[:, :-1].float().log_softmax(-1)
+    target = labels[:, 1:]
+    mask = target != -100
+    picked = logp.gather(-1, target.clamp_min(0)[..., None])[..., 0]
+    return (picked * mask).sum(-1)
+
+
+SEQUENCE_MISTAKES = {
+    "logits at position t predict the token at t + 1: compare logits[:, :-1] with labels[:, 1:]":
+        lambda lg, lb: (lg.float().log_softmax(-1).gather(-1, lb.clamp_min(0)[..., None])[..., 0]
+                        * (lb != -100)).sum(-1),
+    "sum the log-probabilities over the answer's tokens: an answer's probability is the product of its "
+    "tokens' probabilities, so its log-probability is their sum, not their mean": lambda lg, lb: sequence_logprobs_reference(lg, lb) / (lb[:, 1:] != -100).sum(-1),
+    "take log-probabilities (log_softmax), not raw logits":
+        lambda lg, lb: (lg[:, :-1].float().gather(-1, lb[:, 1:].clamp_min(0)[..., None])[..., 0]
+                        * (lb[:, 1:] != -100)).sum(-1),
+}
+
+
+def check_sequence_logprobs(fn):
+    g = torch.Generator().manual_seed(4)
+    cases = []
+    for b, t, v in ((2, 6, 11), (3, 9, 7)):
+        logits = torch.randn(b, t, v, generator=g) * 2
+        labels = torch.randint(0, v, (b, t), generator=g)
+        labels[:, : t // 2] = -100                      # the prompt is not scored
+        labels[0, -1] = -100                            # padding at the end of one row
+        cases.append((logits, labels))
+    check_function(fn, sequence_logprobs_reference, cases, name="sequence_logprobs", mistakes=SEQUENCE_MISTAKES,
+                   rtol=1e-5, atol=1e-5)
+
+
+# ---- The DPO loss ----------------------------------------------------------------------------------------
+# Rafailov et al. 2023, "Direct Preference Optimization", eq. 7: the policy's log-ratio to the frozen
+# reference on the chosen answer, minus the same on the rejected one, times beta, through -log sigmoid.
+
+def dpo_loss_reference(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    return -torch.nn.functional.logsigmoid(beta * margin).mean()
+
+
+DPO_MISTAKES = {
+    "measure each answer against the frozen reference model: the reward is beta * (log pi(y|x) - log pi_ref(y|x)); "
+    "without it DPO is unanchored and drifts anywhere that widens the gap":
+        lambda pc, pr, rc, rr, b: -torch.nn.functional.logsigmoid(b * (pc - pr)).mean(),
+    "the chosen answer's reward minus the rejected one's, not the other way round":
+        lambda pc, pr, rc, rr, b: dpo_loss_reference(pr, pc, rr, rc, b),
+    "the loss is -log sigmoid(beta * margin): the negative log-likelihood that the chosen answer wins":
+        lambda pc, pr, rc, rr, b: -torch.sigmoid(b * ((pc - rc) - (pr - rr))).mean(),
+    "beta scales the margin inside the sigmoid; outside it only rescales the loss":
+        lambda pc, pr, rc, rr, b: -b * torch.nn.functional.logsigmoid((pc - rc) - (pr - rr)).mean(),
+    "average over the pairs (mean), so the loss does not grow with the batch":
+        lambda pc, pr, rc, rr, b: -torch.nn.functional.logsigmoid(b * ((pc - rc) - (pr - rr))).sum(),
+}
+
+
+def check_dpo_loss(fn):
+    g = torch.Generator().manual_seed(5)
+    cases = []
+    for n, beta in ((4, 0.1), (7, 0.5), (3, 1.0)):
+        cases.append(tuple(-torch.rand(n, generator=g) * 20 for _ in range(4)) + (beta,))
+    check_function(fn, dpo_loss_reference, cases, name="dpo_loss", mistakes=DPO_MISTAKES, rtol=1e-5, atol=1e-6)
+
+
+# ---- Pivotal Token Search ---------------------------------------------------------------------------------
+# Phi-4 technical report, section 4.3: estimate p(success | prefix); bisect the answer while a segment
+# changes it by at least p_gap; single tokens that do are pivotal. Here p(success) is exact and the
+# split is at the middle token (the report splits where the cumulative log-probability reaches half).
+
+def pivotal_tokens_reference(p_success, tokens, p_gap):
+    """Positions of the pivotal tokens of `tokens`, found by recursive bisection, in order."""
+    found = []
+
+    def subdivide(start, end):                  # the segment tokens[start:end], after the prefix tokens[:start]
+        change = abs(p_success(tokens[:end]) - p_success(tokens[:start]))
+        if change < p_gap:
+            return
+        if end - start == 1:
+            found.append(start)
+            return
+        middle = (start + end) // 2
+        subdivide(start, middle)
+        subdivide(middle, end)
+
+    subdivide(0, len(tokens))
+    return found
+
+
+def _every_big_step(p_success, tokens, p_gap):
+    return [i for i in range(len(tokens)) if abs(p_success(tokens[:i + 1]) - p_success(tokens[:i])) >= p_gap]
+
+
+def _right_half_from_empty_prefix(p_success, tokens, p_gap):
+    found = []
+
+    def subdivide(offset, segment):
+        if abs(p_success(segment) - p_success([])) < p_gap:
+            return
+        if len(segment) == 1:
+            found.append(offset)
+            return
+        middle = len(segment) // 2
+        subdivide(offset, segment[:middle])
+        subdivide(offset + middle, segment[middle:])
+
+    subdivide(0, list(tokens))
+    return found
+
+
+PIVOTAL_MISTAKES = {
+    "measure a segment after everything before it: the right half's prefix is the prefix *plus the left half*, "
+    "not the empty prefix": _right_half_from_empty_prefix,
+}
+
+
+def toy_success(tokens, length: int = 12, need: int = 7, stay: float = 0.8) -> float:
+    """Exact p(success | prefix) for the toy of notebook 08: a policy writes `length` bits, repeating its last
+    bit with probability `stay` (the first is a coin flip); success is at least `need` ones."""
+    from functools import lru_cache
+
+    @lru_cache(maxsize=None)
+    def p(remaining, ones, last):
+        if remaining == 0:
+            return float(ones >= need)
+        if last is None:
+            return 0.5 * p(remaining - 1, ones + 1, 1) + 0.5 * p(remaining - 1, ones, 0)
+        same = p(remaining - 1, ones + last, last)
+        other = p(remaining - 1, ones + 1 - last, 1 - last)
+        return stay * same + (1 - stay) * other
+
+    tokens = list(tokens)
+    return p(length - len(tokens), sum(tokens), tokens[-1] if tokens else None)
+
+
+def check_pivotal_tokens(fn):
+    """fn(p_success, tokens, p_gap) -> positions; compared with the bisection on toy answers with exact p."""
+    cases = [([1, 1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0], 0.2), ([0, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1], 0.15),
+             ([1, 0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 0], 0.2), ([1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0], 0.1)]
+    for tokens, gap in cases:
+        try:
+            mine = fn(toy_success, list(tokens), gap)
+        except NotImplementedError:
+            raise NotImplementedError("pivotal_tokens is still a stub: replace `raise NotImplementedError` "
+                                      "with your code") from None
+        expected = pivotal_tokens_reference(toy_success, tokens, gap)
+        if not isinstance(mine, (list, tuple)) or list(mine) != expected:
+            for message, wrong in PIVOTAL_MISTAKES.items():
+                if isinstance(mine, (list, tuple)) and list(mine) == wrong(toy_success, tokens, gap):
+                    raise ExerciseFailure(f"pivotal_tokens({tokens}, p_gap={gap}): {message}")
+            every = _every_big_step(toy_success, tokens, gap)
+            if isinstance(mine, (list, tuple)) and list(mine) == every and every != expected:
+                raise ExerciseFailure(f"pivotal_tokens({tokens}, p_gap={gap}) returned every token that moves "
+                                      f"p(success) by {gap} or more, {every}: right, but that is the exhaustive scan. "
+                                      "Bisect: look inside a segment only if the whole segment moves p(success) by "
+                                      "p_gap or more")
+            raise ExerciseFailure(f"pivotal_tokens({tokens}, p_gap={gap}) returned {mine!r}, expected {expected} "
+                                  "(positions, in order)")
+    print(f"\N{CHECK MARK} pivotal_tokens: the bisection's pivotal tokens on {len(cases)} toy answers")

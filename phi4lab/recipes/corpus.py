@@ -161,6 +161,27 @@ def stdlib_documents() -> list[Document]:
     return docs
 
 
+def jupyterlab_schemas_root() -> Path:
+    """Where JupyterLab keeps its settings schemas: <environment>/share/jupyter/lab/schemas."""
+    return Path(sys.prefix) / "share" / "jupyter" / "lab" / "schemas"
+
+
+def jupyterlab_settings_documents() -> list[Document]:
+    """JupyterLab's settings schemas (JSON), a domain phi4-tiny never saw: notebook 08 adapts to it.
+
+    They install with JupyterLab (BSD-3-Clause), which the course's environment pins, so they are
+    on every lab machine, offline, and the same for every student. phi4-tiny's corpus holds
+    Shakespeare and the standard library's ``.py`` files: no JSON documents, no settings vocabulary
+    ("jupyter.lab.shortcuts", CSS selectors inside strings).
+    """
+    root = jupyterlab_schemas_root()
+    paths = sorted(root.rglob("*.json")) if root.is_dir() else []
+    if not paths:
+        raise SourceError(f"no JupyterLab settings schemas under {root}: this environment lacks JupyterLab. "
+                          "Install the course's environment (`make lab`, or pip install -c constraints.txt -e '.[lab]')")
+    return [Document(f"settings/{p.relative_to(root).as_posix()}", "settings", _decode(p.read_bytes())) for p in paths]
+
+
 # ---------------------------------------------------------------- curation
 
 @dataclass
