@@ -250,6 +250,60 @@ fig.show()
 # %% [markdown]
 # The curve is steep around the threshold: pairs well above it are almost always found, pairs well below almost never. At threshold 0.8 (b=9, r=13) an edition pair at s = 0.3 has a chance of 1.43e-06 of being seen, about 1 in 700,000. We use 0.2 for prose. For code, files that merely share boilerplate (license headers, `import` blocks) reach 0.2 to 0.3, so code gets 0.5.
 #
+# ### Exercise 4 · Choose the bands for a threshold
+#
+# > Difficulty: 🔴🔴🔴🔴⚪ · Importance: 🔵🔵🔵⚪⚪ · about 25 minutes
+#
+# How did `datasketch` pick b = 28 and r = 2 for a threshold of 0.2? A threshold is a wish: pairs below it should not become candidates, pairs above it should. Write `choose_bands(threshold, num_perm, fp_weight, fn_weight)`: the (b, r) that best grants that wish with `num_perm` MinHash numbers, in the sense `datasketch.MinHashLSH(threshold, num_perm, weights=(fp_weight, fn_weight))` uses, which the check compares with. Measure how often a pair on the wrong side of the threshold is treated wrongly, averaged over similarities spread evenly from 0 to 1; weigh the two kinds of error; search every (b, r) the numbers allow.
+#
+# <details><summary>Hint 1 (a nudge)</summary>Draw the S-curve and the threshold. Which area between the curve and the axes counts the false positives, and which the false negatives?</details>
+# <details><summary>Hint 2 (the idea)</summary>False positives: the area under P(candidate) from 0 to the threshold. False negatives: the area under 1 − P(candidate) from the threshold to 1. Minimise fp_weight · FP + fn_weight · FN over b from 1 to num_perm and r from 1 to num_perm // b; keep the first (b, r) that reaches the minimum.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>scipy.integrate.quad(lambda s: lsh_candidate_probability(s, b, r), 0.0, threshold)[0]</code> is the false-positive area; loop b outermost, r inside, and replace the best only on a strictly smaller error.</details>
+
+# %%
+def choose_bands(threshold: float, num_perm: int, fp_weight: float, fn_weight: float) -> tuple[int, int]:
+    '''(bands, rows), b * r <= num_perm, minimising the weighted false-positive and false-negative areas.'''
+    # SOLUTION
+    from scipy.integrate import quad
+
+    best, best_error = (0, 0), float("inf")
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            fp = quad(lambda s: lsh_candidate_probability(s, b, r), 0.0, threshold)[0]
+            fn = quad(lambda s: 1 - lsh_candidate_probability(s, b, r), threshold, 1.0)[0]
+            if fp * fp_weight + fn * fn_weight < best_error:
+                best, best_error = (b, r), fp * fp_weight + fn * fn_weight
+    return best
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_choose_bands(choose_bands)
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def choose_bands(threshold, num_perm, fp_weight, fn_weight):
+#     from scipy.integrate import quad
+#     best, best_error = (0, 0), float("inf")
+#     for b in range(1, num_perm + 1):
+#         for r in range(1, num_perm // b + 1):
+#             fp = quad(lambda s: lsh_candidate_probability(s, b, r), 0.0, threshold)[0]
+#             fn = quad(lambda s: 1 - lsh_candidate_probability(s, b, r), threshold, 1.0)[0]
+#             if fp * fp_weight + fn * fn_weight < best_error:
+#                 best, best_error = (b, r), fp * fp_weight + fn * fn_weight
+#     return best
+# ```
+#
+# The areas weigh every similarity equally. A web crawl has far more pairs near 0 than near the threshold, so a real pipeline may prefer to weigh false positives by how many pairs sit at each similarity; the weights are the knob datasketch offers for it.
+# </details>
+
+# %%
+for threshold, (b, r) in curves.items():
+    print(f"threshold {threshold}: your choice {choose_bands(threshold, 128, 0.5, 0.5)}, datasketch's {(b, r)}")
+
+# %% [markdown]
 # Now the real thing, `corpus.near_duplicates` (datasketch MinHash + LSH, keep the first of each cluster, modern editions sorted first):
 
 # %%
@@ -273,7 +327,7 @@ for a, b, j in missed:
 # Gopher (Rae et al. 2021) filtered its web text with simple, explainable rules: 50 to 100,000 words; mean word length 3 to 10 characters; at most 0.1 `#` or ellipses per word; no more than 90% of lines starting with a bullet or 30% ending with an ellipsis; at least 80% of words containing a letter; and at least 2 of 8 English stop words. Each rule is a heuristic for "written by a person, for a person".
 
 # %% [markdown]
-# ### Exercise 4 · Gopher's stop-word rule
+# ### Exercise 5 · Gopher's stop-word rule
 #
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
 #
@@ -366,7 +420,7 @@ print("identical:", corpus.corpus_sha256(built) == shipped["corpus_sha256"])
 # A source's share does not have to match its size: a small, valuable source is simply **repeated**. The report found that more epochs over synthetic data beat fresh web tokens.
 
 # %% [markdown]
-# ### Exercise 5 · Epochs from a mixture
+# ### Exercise 6 · Epochs from a mixture
 #
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
 #

@@ -134,3 +134,57 @@ def check_epochs(fn):
     # Phi-4's table: 10T tokens; web 15% of 1.3T unique, synthetic 40% of 290B, code 20% of 820B
     cases = [(0.15, 10e12, 1.3e12), (0.40, 10e12, 290e9), (0.20, 10e12, 820e9), (0.5, 4e6, 2e6)]
     check_function(fn, _epochs_ref, cases, name="epochs", mistakes=EPOCH_MISTAKES, rtol=1e-9, atol=1e-12)
+
+
+# ---- Choosing the bands and rows for a threshold -----------------------------------------------
+# datasketch's MinHashLSH(threshold, num_perm, weights) picks (b, r) by minimising a weighted sum of
+# two areas under the S-curve: the candidate probability below the threshold (false positives) and
+# the miss probability above it (false negatives), over every b and every r with b * r <= num_perm.
+
+def _s_curve(s, b, r):
+    return 1 - (1 - s ** r) ** b
+
+
+def _miss(s, b, r):
+    return 1 - _s_curve(s, b, r)
+
+
+def _bands_search(threshold, num_perm, fp_weight, fn_weight, *, miss=True, exact=False):
+    from scipy.integrate import quad
+
+    best, best_error = (0, 0), float("inf")
+    for b in range(1, num_perm + 1):
+        rows = [num_perm // b] if exact else range(1, num_perm // b + 1)
+        for r in rows:
+            if exact and b * r != num_perm:
+                continue
+            fp = quad(_s_curve, 0.0, threshold, args=(b, r))[0]
+            fn = quad(_miss if miss else _s_curve, threshold, 1.0, args=(b, r))[0]
+            error = fp * fp_weight + fn * fn_weight
+            if error < best_error:
+                best, best_error = (b, r), error
+    return best
+
+
+def choose_bands_reference(threshold, num_perm, fp_weight, fn_weight):
+    """(bands, rows) as datasketch's MinHashLSH chooses them."""
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(fp_weight, fn_weight))
+    return lsh.b, lsh.r
+
+
+BANDS_MISTAKES = {
+    "a false negative is a pair *above* the threshold that is *not* a candidate: integrate 1 - P(candidate) "
+    "from the threshold to 1": lambda t, n, fp, fn: _bands_search(t, n, fp, fn, miss=False),
+    "b * r may be less than num_perm (some permutations unused): try every r up to num_perm // b, not only "
+    "divisors": lambda t, n, fp, fn: _bands_search(t, n, fp, fn, exact=True),
+    "the first weight is for false positives, the second for false negatives":
+        lambda t, n, fp, fn: _bands_search(t, n, fn, fp),
+}
+
+
+def check_choose_bands(fn):
+    cases = [(0.5, 64, 0.5, 0.5), (0.2, 64, 0.5, 0.5), (0.8, 64, 0.5, 0.5), (0.5, 64, 0.2, 0.8), (0.7, 48, 0.9, 0.1)]
+    check_function(lambda *c: tuple(int(v) for v in fn(*c)), choose_bands_reference, cases, name="choose_bands",
+                   mistakes=BANDS_MISTAKES)

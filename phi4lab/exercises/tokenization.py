@@ -191,3 +191,63 @@ def check_chat(fn):
     })
 
 
+
+
+# ---- Updating the pair counts after a merge, without recounting -------------------------------
+# The fast trainer's second idea: one count table for the whole corpus, and after each merge only the
+# chunks that contain the merged pair are touched. The check hands over a table that also holds other
+# chunks' pairs (and one pair no chunk here has): an update must leave them as they are.
+
+def _expected_after_merge(ids, counts, pair, new_id, weight):
+    merged = bpe.merge(ids, pair, new_id)
+    out = Counter(counts)
+    out.subtract({p: c * weight for p, c in bpe.pair_counts(ids).items()})
+    out.update({p: c * weight for p, c in bpe.pair_counts(merged).items()})
+    return merged, {p: c for p, c in out.items() if c > 0}
+
+
+def merge_update_reference(ids, counts, pair, new_id, weight=1):
+    """Merge `pair` in `ids` (a chunk occurring `weight` times) and update `counts` in place; return the new ids."""
+    merged, after = _expected_after_merge(ids, counts, pair, new_id, weight)
+    counts.clear()
+    counts.update(after)
+    return merged
+
+
+def check_merge_update(fn):
+    """fn(ids, counts, pair, new_id, weight) -> merged ids, with counts updated in place."""
+    others = Counter({(1, 2): 4, (2, 9): 4, (250, 251): 3})        # pairs of other chunks in the same table
+    cases = [([1, 2, 3, 1, 2], (1, 2), 300, 1), ([5, 5, 5, 5, 5], (5, 5), 301, 2), ([1, 1, 2, 1, 2, 2], (1, 2), 302, 3),
+             ([7, 8, 7, 8, 7, 8], (7, 8), 303, 1), ([4, 6, 4, 6], (6, 4), 304, 5), ([3], (3, 3), 305, 2)]
+    for ids, pair, new_id, weight in cases:
+        counts = Counter(others)
+        counts.update({p: c * weight for p, c in bpe.pair_counts(ids).items()})
+        before = Counter(counts)
+        expected_ids, expected = _expected_after_merge(ids, before, pair, new_id, weight)
+        call = f"merge_update({ids}, counts, {pair}, {new_id}, weight={weight})"
+        try:
+            mine = fn(list(ids), counts, pair, new_id, weight)
+        except NotImplementedError:
+            raise NotImplementedError("merge_update is still a stub: replace `raise NotImplementedError` "
+                                      "with your code") from None
+        if mine != expected_ids:
+            raise ExerciseFailure(f"{call} returned {mine}, expected the merged ids {expected_ids}")
+        got = {p: c for p, c in counts.items() if c > 0}
+        if got == expected:
+            continue
+        if got == {p: c * weight for p, c in bpe.pair_counts(expected_ids).items()}:
+            raise ExerciseFailure(f"{call}: you recounted the chunk from scratch, and the table lost every other "
+                                  "chunk's pairs. Subtract this chunk's old pairs and add its new ones, nothing else")
+        if pair in others and got.get(pair, 0) == 0 and expected.get(pair, 0) > 0:
+            raise ExerciseFailure(f"{call}: you deleted the merged pair's entry, but other chunks still hold "
+                                  f"{pair} {expected[pair]} times; subtract this chunk's occurrences only")
+        if weight > 1 and got == _expected_after_merge(ids, before, pair, new_id, 1)[1]:
+            raise ExerciseFailure(f"{call}: the chunk occurs {weight} times: each pair it gains or loses counts "
+                                  f"{weight} times")
+        wrong = sorted(set(got) | set(expected), key=lambda p: (got.get(p, 0) == expected.get(p, 0), p))[0]
+        raise ExerciseFailure(f"{call}: after the merge the table holds {wrong} {got.get(wrong, 0)} times, expected "
+                              f"{expected.get(wrong, 0)}. In ... x a b y ..., merging (a, b) removes (x, a), (a, b) "
+                              "and (b, y) and adds (x, new) and (new, y); in a run like a a a, count what the merge "
+                              "really leaves")
+    print(f"\N{CHECK MARK} merge_update: the merged ids and the updated table are right in all {len(cases)} cases, "
+          "other chunks' pairs left as they were")
