@@ -32,3 +32,13 @@ def test_sequences_that_fit_passes_the_reference_and_names_each_mistake():
         assert message in str(info.value)
     # the arithmetic itself: Phi-4 in bf16 on an 80 GB GPU leaves room for 15 caches of 16K tokens
     assert welcome_ex._sequences_reference(C.PHI4, 80 * 10**9, 16384, 2) == (80 * 10**9 - 29_319_014_400) // (204_800 * 16384)
+
+
+def test_attention_flops_passes_the_reference_and_names_each_mistake():
+    welcome_ex.check_attention_flops_per_token(welcome_ex._attention_flops_reference)
+    for message, wrong in welcome_ex.ATTENTION_FLOP_MISTAKES.items():
+        with pytest.raises(ExerciseFailure) as info:
+            welcome_ex.check_attention_flops_per_token(wrong)
+        assert message in str(info.value)
+    # Phi-4 at 4,096 tokens: 4 x 40 layers x 40 heads x 128 x 4,096
+    assert welcome_ex._attention_flops_reference(C.PHI4, 4096) == 4 * 40 * 40 * 128 * 4096

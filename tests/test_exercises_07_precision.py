@@ -50,3 +50,20 @@ def test_precision_checks_pass_the_reference(capsys):
     precision_ex.check_update_scale(precision_ex._scale_ref)
     precision_ex.check_training_bytes(precision_ex._train_ref)
     assert capsys.readouterr().out.count("\N{CHECK MARK}") == 7
+
+
+def _nearest_even(x):
+    bits = x.view(torch.int32)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).to(torch.int16).view(torch.bfloat16)
+    return torch.where(x.isnan(), torch.tensor(float("nan"), dtype=torch.bfloat16), rounded)
+
+
+def test_bf16_rounding_by_bits_is_pytorchs_and_each_slip_is_named(capsys):
+    precision_ex.check_to_bfloat16(_nearest_even)
+    assert "bit for bit" in capsys.readouterr().out
+    for message, wrong in precision_ex.BF16_MISTAKES.items():
+        with pytest.raises(ExerciseFailure) as info:
+            precision_ex.check_to_bfloat16(wrong)
+        assert message in str(info.value)
+    with pytest.raises(ExerciseFailure, match="return a torch.bfloat16 tensor"):
+        precision_ex.check_to_bfloat16(lambda x: x.half())

@@ -56,3 +56,19 @@ def test_bias_checks_pass_their_references(capsys):
     bias_ex.check_control_labels(control_labels)
     bias_ex.check_steering_hook(bias_ex._steer_ref)
     assert capsys.readouterr().out.count("\N{CHECK MARK}") == 6
+
+
+def test_layer_nie_check_passes_one_pass_per_layer_and_names_each_slip(tiny_model):
+    bias_ex.check_layer_nie(bias_ex.layer_nie_reference, tiny_model)
+    for message, wrong in bias_ex.NIE_MISTAKES.items():
+        with pytest.raises(ExerciseFailure) as info:
+            bias_ex.check_layer_nie(wrong, tiny_model)
+        assert message in str(info.value)
+
+
+def test_share_ci_wants_a_ratio_of_means_and_paired_resampling(capsys):
+    bias_ex.check_share_ci(bias_ex.share_ci_reference)
+    with pytest.raises(ExerciseFailure, match="times too wide"):
+        bias_ex.check_share_ci(bias_ex._unpaired)
+    with pytest.raises(ExerciseFailure, match="not the mean of the per-pair ratios"):
+        bias_ex.check_share_ci(next(iter(bias_ex.SHARE_MISTAKES.values())))

@@ -330,7 +330,42 @@ print(f"Phi-4: {forward_flops_per_token(C.PHI4) / 1e9:.1f} GFLOP per token")
 # %% [markdown] tags=["solution"]
 # <details><summary>Solution</summary>
 #
-# `2 x (attention + mlp + lm_head)` parameters: 2 x 14,145,290,240 = 28.3 GFLOP per token. Attention over a context of T tokens adds 4 x layers x 40 x 128 x T: 3.4 GFLOP at T = 4,096.
+# `2 x (attention + mlp + lm_head)` parameters: 2 x 14,145,290,240 = 28.3 GFLOP per token.
+# </details>
+
+# %% [markdown]
+# That count leaves out the one part of the forward pass that grows with the context: each query head's scores against every earlier key, and its weighted sum of their values.
+#
+# ### Exercise 5 · Attention's own FLOPs
+#
+# > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 10 minutes
+#
+# Write `attention_flops_per_token(cfg, context)`: the FLOPs one new token spends on attention itself (not the projections counted above) when it attends to `context` tokens, summed over the layers.
+#
+# <details><summary>Hint 1</summary>Per layer and per query head, two products of length head_dim with every one of the context positions: which two?</details>
+# <details><summary>Hint 2</summary>q · k for each key, then the pattern-weighted sum of the values: 2 × head_dim multiply-adds per position and head, 2 FLOPs each. Every query head does its own, whatever GQA shares.</details>
+
+# %%
+def attention_flops_per_token(cfg, context: int) -> int:
+    """FLOPs of the scores and the weighted sum of values, for one token attending to `context` tokens."""
+    # SOLUTION
+    return 4 * cfg.num_hidden_layers * cfg.num_attention_heads * C.head_dim(cfg) * context
+    # END SOLUTION
+
+# %% tags=["check"]
+checks.check_attention_flops_per_token(attention_flops_per_token)
+for context in (4096, 16384):
+    a = attention_flops_per_token(C.PHI4, context)
+    print(f"Phi-4 at {context:6,d} tokens of context: attention {a / 1e9:4.1f} GFLOP, "
+          f"{a / (a + forward_flops_per_token(C.PHI4)):.0%} of the token's forward FLOPs")
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def attention_flops_per_token(cfg, context):
+#     return 4 * cfg.num_hidden_layers * cfg.num_attention_heads * C.head_dim(cfg) * context
+# ```
 # </details>
 
 # %% [markdown]

@@ -320,6 +320,65 @@ for a, b, j in missed:
 
 
 # %% [markdown]
+# ### Exercise 5 · Which documents to keep
+#
+# > Difficulty: 🔴🔴🔴⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 15 minutes
+#
+# LSH and the Jaccard estimate give pairs; dedup must decide which documents survive. `corpus.near_duplicates` takes the documents in order and drops a document only if it is a near-duplicate of a document it has *kept*. Write `keep(n_docs, pairs)`: the sorted indices of the documents that rule keeps, given the near-duplicate pairs (i, j) of documents 0 … n_docs − 1, in order of their index.
+#
+# <details><summary>Hint 1 (a nudge)</summary>With 0 ~ 3 and 3 ~ 5, and 0 and 5 unlike: which of the three survive, and why is 5 not dropped?</details>
+# <details><summary>Hint 2 (the idea)</summary>Walk the documents in order, with a set of kept ones; keep document i unless one of its partners is already in the set. Similarity is not transitive, so a chain of pairs is not a cluster.</details>
+
+# %%
+def keep(n_docs: int, pairs: list[tuple[int, int]]) -> list[int]:
+    '''Indices kept when each document, in order, is dropped only for resembling one already kept.'''
+    # SOLUTION
+    partners = {i: set() for i in range(n_docs)}
+    for a, b in pairs:
+        partners[a].add(b)
+        partners[b].add(a)
+    kept = []
+    for i in range(n_docs):
+        if not partners[i] & set(kept):
+            kept.append(i)
+    return kept
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_keep(keep)
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def keep(n_docs, pairs):
+#     partners = {i: set() for i in range(n_docs)}
+#     for a, b in pairs:
+#         partners[a].add(b)
+#         partners[b].add(a)
+#     kept = []
+#     for i in range(n_docs):
+#         if not partners[i] & set(kept):
+#             kept.append(i)
+#     return kept
+# ```
+#
+# Large pipelines often cluster instead (connected components, with union-find), which is simpler to run in parallel but drops every document of a chain but one, even two that never resembled each other.
+# </details>
+
+# %% [markdown]
+# Your rule on the exact Jaccard similarities of section 3, in the pipeline's order (modern editions first), with the same threshold of 0.2:
+
+# %%
+index = {d.name: i for i, d in enumerate(ordered)}
+exact_pairs = [(index[a], index[b]) for j, a, b in same + different if j >= 0.2]
+kept = keep(len(ordered), exact_pairs)
+dropped = [ordered[i].name for i in range(len(ordered)) if i not in set(kept)]
+print(f"{len(exact_pairs)} pairs at exact Jaccard 0.2 or more; your rule keeps {len(kept)} of {len(ordered)} and drops "
+      f"{len(dropped)}, every one a First Folio edition: {all(n.endswith('_gut_f') for n in dropped)}")
+
+# %% [markdown]
 # Three edition pairs got through, and both halves of the pipeline are estimates. LSH with b = 28 bands of r = 2 rows makes a pair of true similarity 0.28 a candidate with probability 1 − (1 − 0.28²)²⁸ ≈ 0.90, and the MinHash estimate that must then reach 0.2 has a standard error of about √(0.25 x 0.75 / 128) ≈ 0.04 near J = 0.25. Cymbeline (0.23), Henry IV part 2 (0.26) and Richard II (0.28) slipped through. A threshold of 0.15 would have caught them and still sat far above the unrelated plays (at most 0.02). phi4-tiny was trained on the corpus built with 0.2, and its manifest records the six documents that slipped through: a good curation report shows its misses as well as its catches.
 #
 # ## 4. Quality rules
@@ -327,7 +386,7 @@ for a, b, j in missed:
 # Gopher (Rae et al. 2021) filtered its web text with simple, explainable rules: 50 to 100,000 words; mean word length 3 to 10 characters; at most 0.1 `#` or ellipses per word; no more than 90% of lines starting with a bullet or 30% ending with an ellipsis; at least 80% of words containing a letter; and at least 2 of 8 English stop words. Each rule is a heuristic for "written by a person, for a person".
 
 # %% [markdown]
-# ### Exercise 5 · Gopher's stop-word rule
+# ### Exercise 6 · Gopher's stop-word rule
 #
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
 #
@@ -420,7 +479,7 @@ print("identical:", corpus.corpus_sha256(built) == shipped["corpus_sha256"])
 # A source's share does not have to match its size: a small, valuable source is simply **repeated**. The report found that more epochs over synthetic data beat fresh web tokens.
 
 # %% [markdown]
-# ### Exercise 6 · Epochs from a mixture
+# ### Exercise 7 · Epochs from a mixture
 #
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
 #

@@ -377,13 +377,66 @@ display(viz.head_overview(ind_scores, n_kv_heads=2, score_name="induction score"
 
 # %% [markdown]
 # phi4-tiny has both, in the order the circuit needs. Its previous-token heads sit in layer 2 and its induction heads in layer 3, the next layer: an induction head's keys must already carry "the token before me was A", which only an earlier layer can write. Every head of layer 3 scores at least 0.91 on these random tokens, and no head below it scores above 0.05. Notebook 04 shows them forming during training; notebook 06 checks, by ablation, that they do the copying. The planted model shows the circuit built by hand; phi4-tiny learned it.
+
+# %% [markdown]
+# ### Exercise 5 · Induction on real text
+#
+# > Difficulty: 🔴🔴🔴🔴⚪ · Importance: 🔵🔵🔵⚪⚪ · about 25 minutes
+#
+# A repeated random sequence gives every query of the second copy exactly one target. Real text is messier: a token may have occurred several times before, or never. Write `natural_induction_score(patterns, tokens)` for patterns `[layers, batch, heads, query, key]` and the tokens `[batch, T]` they came from: per layer and head, how much attention a query pays to its induction targets (every earlier position whose *previous* token is the query's token), averaged over the queries that have at least one target. On a repeated sequence of distinct tokens it must equal `heads.induction_scores`.
+#
+# <details><summary>Hint 1 (a nudge)</summary>Build a boolean mask of targets, [batch, query, key], from the tokens alone; then the patterns do the rest.</details>
+# <details><summary>Hint 2 (the idea)</summary>Key k (1 ≤ k < q) is a target of query q when tokens[k − 1] == tokens[q]. Sum the pattern over the targets (a head may split its attention among several), then average over the (batch, query) pairs that have any target.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>prev = torch.cat([torch.full_like(tokens[:, :1], -1), tokens[:, :-1]], 1)</code>; <code>targets = (prev[:, None, :] == tokens[:, :, None]) & torch.ones(T, T, dtype=torch.bool).tril(-1)</code>; <code>mass = (patterns * targets[None, :, None]).sum(-1)</code>.</details>
+
+# %%
+def natural_induction_score(patterns: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    '''[layers, heads]: attention to the tokens after earlier occurrences of the query's token, summed, averaged over queries with any.'''
+    # SOLUTION
+    T = tokens.shape[-1]
+    prev = torch.cat([torch.full_like(tokens[:, :1], -1), tokens[:, :-1]], 1)       # the token before each key
+    targets = (prev[:, None, :] == tokens[:, :, None]) & torch.ones(T, T, dtype=torch.bool).tril(-1)
+    mass = (patterns * targets[None, :, None]).sum(-1)                                # [layers, batch, heads, query]
+    has = targets.any(-1)[None, :, None].to(patterns.dtype)                           # queries with a target
+    return (mass * has).sum((1, 3)) / has.sum((1, 3)).clamp_min(1)
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_natural_induction_score(natural_induction_score)
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def natural_induction_score(patterns, tokens):
+#     T = tokens.shape[-1]
+#     prev = torch.cat([torch.full_like(tokens[:, :1], -1), tokens[:, :-1]], 1)
+#     targets = (prev[:, None, :] == tokens[:, :, None]) & torch.ones(T, T, dtype=torch.bool).tril(-1)
+#     mass = (patterns * targets[None, :, None]).sum(-1)
+#     has = targets.any(-1)[None, :, None].to(patterns.dtype)
+#     return (mass * has).sum((1, 3)) / has.sum((1, 3)).clamp_min(1)
+# ```
+# </details>
+
+# %% [markdown]
+# Now Shakespeare, where nothing repeats on purpose: the 256 tokens of section 2, in two rows of 128.
+
+# %%
+verse = x[:, :256].reshape(2, 128)
+natural_scores = natural_induction_score(heads.attention_patterns(model, verse), verse)
+print("best heads on Shakespeare:", [(f"L{l}H{h}", round(v, 2)) for l, h, v in heads.top_heads(natural_scores, 3)])
+print(f"every head of layer 3 at least {natural_scores[3].min():.2f}; no head of layers 0-2 above {natural_scores[:3].max():.2f}")
+
+# %% [markdown]
+# The same layer-3 heads, at lower scores: on real text they still look for the token after an earlier occurrence of the current one, but they share their attention with other jobs, and many such matches ("the", "and") are not worth copying. A detector built on the cleanest case, repeated random tokens, finds heads that work in the messy one too.
 #
 # ## 6. Grouped-query attention through the views
 #
 # Phi-4 has 40 query heads but only 10 key/value heads; phi4-tiny has 8 over 2. Sharing K and V cuts the KV cache (notebook 00) by 4x. What do the heads of a group still own? Their **queries**, and so their patterns.
 
 # %% [markdown]
-# ### Exercise 5 · Which key/value head does a query head read?
+# ### Exercise 6 · Which key/value head does a query head read?
 #
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 5 minutes
 #
@@ -413,7 +466,7 @@ checks.check_kv_head_of(kv_head_of)
 # </details>
 
 # %% [markdown]
-# ### Exercise 6 · How different are two attention rows?
+# ### Exercise 7 · How different are two attention rows?
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 10 minutes
 #
@@ -469,8 +522,47 @@ print(f"your js_divergence, L2H0 vs L2H1: {mine:.2f} bits; the same pair in viz:
 #
 # <details><summary>Answer (after running the next cell)</summary>Not reliably. In layers 1 and 2 the heads of a group are a little more alike than heads of different groups (a ratio below 1); in layers 0 and 3 they are a little *less* alike. Sharing keys does not make heads look at the same places, because each head's query decides where it looks.</details>
 
+# %% [markdown]
+# ### Exercise 8 · Within a group, and across groups
+#
+# > Difficulty: 🔴🔴🔴⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 15 minutes
+#
+# `heads.head_pair_divergence(patterns)` gives the divergence between every two query heads of each layer, `[layers, heads, heads]`. Write `within_across(pairs, n_kv_heads)`: per layer, the mean over the pairs of distinct heads that share a key/value head, and the mean over the pairs that do not. Return `(within, across)`, each `[layers]`.
+#
+# <details><summary>Hint 1</summary>Which key/value head does query head h read? (Your Exercise 6.)</details>
+# <details><summary>Hint 2</summary>Build two boolean [heads, heads] masks from the group of each head, leave the diagonal out of "within", and average <code>pairs[layer][mask]</code>.</details>
+
 # %%
-within, across = heads.within_and_across_groups(natural_patterns, n_kv_heads=2)
+def within_across(pairs: torch.Tensor, n_kv_heads: int):
+    '''(within [layers], across [layers]): mean divergence of head pairs sharing a KV head, and not sharing one.'''
+    # SOLUTION
+    H = pairs.shape[-1]
+    group = torch.arange(H) // (H // n_kv_heads)
+    same = (group[:, None] == group[None, :]) & ~torch.eye(H, dtype=torch.bool)
+    other = group[:, None] != group[None, :]
+    return pairs[:, same].mean(-1), pairs[:, other].mean(-1)
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_within_across(within_across)
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def within_across(pairs, n_kv_heads):
+#     H = pairs.shape[-1]
+#     group = torch.arange(H) // (H // n_kv_heads)
+#     same = (group[:, None] == group[None, :]) & ~torch.eye(H, dtype=torch.bool)
+#     other = group[:, None] != group[None, :]
+#     return pairs[:, same].mean(-1), pairs[:, other].mean(-1)
+# ```
+# </details>
+
+# %%
+within, across = within_across(heads.head_pair_divergence(natural_patterns), n_kv_heads=2)
+assert all(torch.allclose(a, b) for a, b in zip((within, across), heads.within_and_across_groups(natural_patterns, 2)))
 for layer in range(len(within)):
     print(f"layer {layer}: heads sharing a KV head {within[layer]:.2f} bits, heads of different KV heads "
           f"{across[layer]:.2f} bits (ratio {within[layer] / across[layer]:.2f})")

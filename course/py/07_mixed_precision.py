@@ -113,6 +113,53 @@ for dt in (torch.float32, torch.bfloat16, torch.float16):
 # </details>
 
 # %% [markdown]
+# bf16 is simply the top half of an fp32 number: the same sign, the same 8 exponent bits, the first 7 of the 23 mantissa bits. Converting fp32 to bf16 drops the low 16 bits, and rounds.
+#
+# ### Exercise 3 · Round fp32 to bf16 by hand
+#
+# > Difficulty: 🔴🔴🔴🔴⚪ · Importance: 🔵🔵⚪⚪⚪ · about 25 minutes
+#
+# Write `to_bfloat16(x)` for an fp32 tensor, working on its bits (`x.view(torch.int32)`), and return a `torch.bfloat16` tensor (`.view(torch.bfloat16)` on 16-bit integers). It must equal PyTorch's `x.to(torch.bfloat16)` bit for bit, which rounds to the *nearest* bf16 number, breaks exact ties towards the neighbour whose last kept bit is 0 ("round half to even", IEEE 754's default), and keeps a NaN a NaN.
+#
+# <details><summary>Hint 1 (a nudge)</summary>Rounding to nearest is adding half a step and truncating. What is half a step, in the dropped 16 bits? And what does "to even" add to that?</details>
+# <details><summary>Hint 2 (the idea)</summary>Add 0x7FFF plus the lowest kept bit, <code>(bits >> 16) & 1</code>, then shift right by 16: a tie rounds up only when the kept part is odd. The carry can run into the exponent, which is right (1.9999 rounds to 2.0, and the largest numbers to infinity) except for a NaN, whose payload can carry it to infinity: replace NaNs at the end.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>bits = x.view(torch.int32)</code>; <code>((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).to(torch.int16).view(torch.bfloat16)</code>; then <code>torch.where(x.isnan(), nan, that)</code>.</details>
+
+# %%
+def to_bfloat16(x: torch.Tensor) -> torch.Tensor:
+    '''fp32 -> bf16 by bit manipulation: round to nearest, ties to even, NaN stays NaN.'''
+    # SOLUTION
+    bits = x.view(torch.int32)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).to(torch.int16).view(torch.bfloat16)
+    return torch.where(x.isnan(), torch.tensor(float("nan"), dtype=torch.bfloat16), rounded)
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_to_bfloat16(to_bfloat16)
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def to_bfloat16(x):
+#     bits = x.view(torch.int32)
+#     rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).to(torch.int16).view(torch.bfloat16)
+#     return torch.where(x.isnan(), torch.tensor(float("nan"), dtype=torch.bfloat16), rounded)
+# ```
+#
+# Why round half to even? Always rounding ties up biases every sum of many rounded numbers upwards; to even, ties go up half the time and down half the time.
+# </details>
+
+# %% [markdown]
+# A tie, by hand: 1 + 2⁻⁸ lies exactly halfway between the bf16 neighbours 1 and 1 + 2⁻⁷, and 1 + 3 · 2⁻⁸ halfway between 1 + 2⁻⁷ and 1 + 2 · 2⁻⁷:
+
+# %%
+for value in (1 + 2**-8, 1 + 3 * 2**-8):
+    x = torch.tensor([value])
+    print(f"{value:.8f} -> yours {to_bfloat16(x).item():.8f}, PyTorch's {x.to(torch.bfloat16).item():.8f}")
+
+# %% [markdown]
 # ## 2. What rounding does to a sum
 #
 # Adding a small number to a large one rounds the result to the large one's grid.
@@ -130,7 +177,7 @@ for dt in (torch.float32, torch.float16, torch.bfloat16):
 # That is why RMSNorm's mean of squares, the softmax's normaliser and the loss are computed in fp32 even when the model runs in 16 bits: each is a sum of thousands of terms. Hugging Face's Phi-3 code upcasts both itself (`Phi3RMSNorm` casts to fp32; the eager attention's softmax uses `dtype=torch.float32`). A classic fix for sums you cannot upcast is **compensated summation**.
 
 # %% [markdown]
-# ### Exercise 3 · Kahan summation
+# ### Exercise 4 · Kahan summation
 #
 # > Difficulty: 🔴🔴🔴⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 15 minutes
 #
@@ -199,7 +246,7 @@ for dt in (torch.float32, torch.bfloat16, torch.float16):
 
 
 # %% [markdown]
-# ### Exercise 4 · A softmax that cannot overflow
+# ### Exercise 5 · A softmax that cannot overflow
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
 #
@@ -238,7 +285,7 @@ checks.check_stable_softmax(stable_softmax)
 # Run phi4-tiny in fp32, bf16 and fp16 on the same Shakespeare and compare, layer by layer: the residual stream's relative error, the KL divergence of the attention patterns, and at the output the KL of the next-token distributions and how often the top prediction changes. `phi4lab.training.precision.drift` does it with the hooks of notebook 05.
 
 # %% [markdown]
-# ### Exercise 5 · KL divergence of the next-token distributions
+# ### Exercise 6 · KL divergence of the next-token distributions
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
 #
@@ -337,7 +384,7 @@ except P.UnsupportedPrecisionError as e:
 # **fp16 needs a loss scale.** Small gradients underflow fp16 (its smallest subnormal is 6e−8). The `GradScaler` multiplies the loss by a large factor (65,536 by default) before the backward pass, so the gradients are large too, and divides them back before the update. If any gradient is inf or NaN, it skips the update and halves the scale; after `growth_interval` clean steps it doubles it again. Here we inject an overflow at steps 3 and 9:
 
 # %% [markdown]
-# ### Exercise 6 · The loss-scale rule
+# ### Exercise 7 · The loss-scale rule
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 10 minutes
 #
@@ -412,7 +459,7 @@ for scheme, b in P.TRAINING_BYTES_PER_PARAMETER.items():
 
 
 # %% [markdown]
-# ### Exercise 7 · Memory to train
+# ### Exercise 8 · Memory to train
 #
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 5 minutes
 #

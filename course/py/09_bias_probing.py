@@ -395,11 +395,128 @@ plt.show()
 
 # %% [markdown]
 # A few heads each carry a sizeable share; the shares do not add up to 1, because heads act together and through the MLPs (Vig et al. found the same sparsity and synergy in GPT-2).
+
+# %% [markdown]
+# ### Exercise 6 · Every head of a layer in one pass
 #
+# > Difficulty: 🔴🔴🔴🔴⚪ · Importance: 🔵🔵🔵⚪⚪ · about 25 minutes
+#
+# `bias.head_mediation` patches one head at a time: 32 forward passes per pair on phi4-tiny, 1,600 on Phi-4. Write `layer_nie(model, base, alt, layer, score)`: the indirect effect of every head of one layer, for one pair of prompts (`base`, `alt`: token ids `[1, T]`, possibly of different lengths), with one forward pass for the patched runs. The indirect effect of head h is `score` of the base run with head h's output (`hook_z`) at the last position taken from the alternative run, minus `score` of the plain base run; `score(logits)` returns one number per prompt of a batch. Return `[n_heads]`.
+#
+# <details><summary>Hint 1 (a nudge)</summary>One forward pass with as many copies of the base prompt as there are heads. What should the hook do to copy h?</details>
+# <details><summary>Hint 2 (the idea)</summary>Cache the alternative run's <code>hook_z</code> of that layer and keep its last position, [heads, d_head]. In the hook, write head h's vector into copy h, at the last position, head h, and only there: <code>z[arange(H), -1, arange(H)] = source</code>.</details>
+
+# %%
+def layer_nie(model, base: torch.Tensor, alt: torch.Tensor, layer: int, score) -> torch.Tensor:
+    '''[n_heads]: score after pasting each head's last-position output from alt into base, minus score(base).'''
+    # SOLUTION
+    name = f"blocks.{layer}.attn.hook_z"
+    _, cache = model.run_with_cache(alt, names_filter=lambda n: n == name)
+    source = cache[name][0, -1]                                   # [heads, d_head], alt's last position
+    heads_ = torch.arange(source.shape[0])
+
+    def paste(z, hook):
+        z = z.clone()
+        z[heads_, -1, heads_] = source                            # copy h: head h only
+        return z
+    patched = score(model.run_with_hooks(base.repeat(len(heads_), 1), fwd_hooks=[(name, paste)]))
+    return patched - score(model(base))
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_layer_nie(layer_nie, tiny)
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def layer_nie(model, base, alt, layer, score):
+#     name = f"blocks.{layer}.attn.hook_z"
+#     _, cache = model.run_with_cache(alt, names_filter=lambda n: n == name)
+#     source = cache[name][0, -1]
+#     heads_ = torch.arange(source.shape[0])
+#     def paste(z, hook):
+#         z = z.clone()
+#         z[heads_, -1, heads_] = source
+#         return z
+#     patched = score(model.run_with_hooks(base.repeat(len(heads_), 1), fwd_hooks=[(name, paste)]))
+#     return patched - score(model(base))
+# ```
+# </details>
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Your function on the fine-tuned model, every layer of the first pair, against the mediation above.
+
+
+def pronoun_score(logits):
+    return causal._scores(logits, fem_ids, male_ids)
+
+base_ids = torch.tensor([stereo.tokenizer.encode(male_prompts[0], add_special_tokens=False)])
+alt_ids = torch.tensor([stereo.tokenizer.encode(female_prompts[0], add_special_tokens=False)])
+with torch.no_grad():
+    yours = torch.stack([layer_nie(stereo, base_ids, alt_ids, layer, pronoun_score) for layer in range(stereo.cfg.n_layers)])
+gap = (yours - mediation["nie"][0]).abs().max().item()
+print(f"{stereo.cfg.n_layers} passes instead of {stereo.cfg.n_layers * stereo.cfg.n_heads}; "
+      f"largest difference from bias.head_mediation: {gap:.1e}")
+assert gap < 1e-4
+
+# %% [markdown]
+# `bias.top_mediators` reports each head's share of the mean effect with an interval over the pairs. The share is a ratio of two means that come from the same pairs, and the interval must respect that.
+#
+# ### Exercise 7 · A share and its interval
+#
+# > Difficulty: 🔴🔴🔴⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 15 minutes
+#
+# Write `share_ci(nie, te, n, seed)` for one head's indirect effects and the total effects, both `[pairs]`: return `(share, low, high)`, the head's share of the mean total effect and a 95% percentile bootstrap interval over the pairs, from `n` resamples drawn with `torch.Generator().manual_seed(seed)`.
+#
+# <details><summary>Hint 1 (a nudge)</summary>Is the share the mean of each pair's ratio, or a ratio of means? And when you resample, what is the unit you draw?</details>
+# <details><summary>Hint 2 (the idea)</summary>The share is mean(NIE) / mean(TE). Draw n resamples of pair indices, and use the *same* indices for NIE and TE, since a pair's two numbers move together; the 2.5% and 97.5% quantiles of the resampled shares are the interval (your Exercise 3, for two rows at once).</details>
+
+# %%
+def share_ci(nie: torch.Tensor, te: torch.Tensor, n: int, seed: int):
+    '''(share, low, high): mean(nie) / mean(te), with a paired percentile bootstrap over the pairs.'''
+    # SOLUTION
+    g = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, len(te), (n, len(te)), generator=g)
+    shares = nie[picks].mean(-1) / te[picks].mean(-1)
+    low, high = torch.quantile(shares.double(), torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return (nie.mean() / te.mean()).item(), low.item(), high.item()
+    # END SOLUTION
+
+
+# %% tags=["check"]
+checks.check_share_ci(share_ci)
+
+# %% [markdown] tags=["solution"]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def share_ci(nie, te, n, seed):
+#     g = torch.Generator().manual_seed(seed)
+#     picks = torch.randint(0, len(te), (n, len(te)), generator=g)
+#     shares = nie[picks].mean(-1) / te[picks].mean(-1)
+#     low, high = torch.quantile(shares.double(), torch.tensor([0.025, 0.975], dtype=torch.float64))
+#     return (nie.mean() / te.mean()).item(), low.item(), high.item()
+# ```
+#
+# The mean of per-pair ratios would let one pair with a near-zero total effect dominate, and resampling NIE and TE separately would ignore that they move together, widening the interval.
+# </details>
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+best = top[0]
+yours = share_ci(mediation["nie"][:, best["layer"], best["index"]], mediation["te"], 1000, 0)
+print(f"{best['head']}: your share {yours[0]:.0%} [{yours[1]:.0%}, {yours[2]:.0%}]; "
+      f"bias.top_mediators {best['share']:.0%} [{best['low']:.0%}, {best['high']:.0%}]")
+assert abs(yours[0] - best["share"]) < 1e-4
+
+# %% [markdown]
 # **Steering** asks the converse: add alpha times the difference-of-means direction to the residual stream at the last position, and watch y. With alpha = 1 a representation moves by the full distance between the class means.
 
 # %% [markdown]
-# ### Exercise 6 · A steering hook
+# ### Exercise 8 · A steering hook
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
 #

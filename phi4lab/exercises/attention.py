@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from phi4lab.analysis import heads, planted
@@ -203,3 +205,111 @@ def check_js_divergence(fn):
         "which is not symmetric and is infinite when q has zeros where p does not)":
             lambda p, q: (torch.special.xlogy(p, p) - torch.special.xlogy(p, q)).sum(-1) / torch.log(torch.tensor(2.0)),
     })
+
+
+# ---- An induction score on any text ------------------------------------------------------------
+# On a repeated random sequence the target of each query is one known key. On real text, a token may
+# have occurred several times before, or never: the targets of query q are the keys k < q whose
+# previous token equals the token at q (the token *after* each earlier occurrence), and only queries
+# with at least one target count.
+
+def _targets(tokens):
+    """[batch, query, key] bool: key k is a target of query q (1 <= k < q, tokens[k - 1] == tokens[q])."""
+    T = tokens.shape[-1]
+    earlier = torch.ones(T, T, dtype=torch.bool).tril(-1)                    # k < q
+    earlier[:, 0] = False                                                     # k = 0 has no previous token
+    prev = torch.cat([tokens.new_full(tokens.shape[:-1] + (1,), -1), tokens[..., :-1]], -1)   # token before k
+    return (prev[..., None, :] == tokens[..., :, None]) & earlier
+
+
+def natural_induction_reference(patterns, tokens, *, duplicate=False, mean_over_targets=False, every_query=False):
+    """[layers, heads]: attention from each query to its induction targets, summed, averaged over queries with one."""
+    if duplicate:             # the earlier occurrence itself, not the token after it
+        T = tokens.shape[-1]
+        targets = (tokens[..., None, :] == tokens[..., :, None]) & torch.ones(T, T, dtype=torch.bool).tril(-1)
+    else:
+        targets = _targets(tokens)
+    mass = (patterns * targets[None, :, None]).sum(-1)                        # [layers, batch, heads, query]
+    if mean_over_targets:
+        mass = mass / targets.sum(-1).clamp_min(1)[None, :, None]
+    has = targets.any(-1) if not every_query else torch.ones(targets.shape[:-1], dtype=torch.bool)
+    weight = has[None, :, None].to(patterns.dtype)
+    return (mass * weight).sum((1, 3)) / weight.sum((1, 3)).clamp_min(1)
+
+
+INDUCTION_TEXT_MISTAKES = {
+    "that is a duplicate-token head's target, the earlier occurrence itself: an induction head attends to the "
+    "token *after* it (key k with tokens[k - 1] == tokens[q])":
+        lambda p, t: natural_induction_reference(p, t, duplicate=True),
+    "a token that occurred several times before has several targets, and an induction head may split its "
+    "attention among them: sum the attention over all targets, do not average it":
+        lambda p, t: natural_induction_reference(p, t, mean_over_targets=True),
+    "average only over the queries that have at least one target: a query whose token never occurred before "
+    "gives an induction head nothing to do": lambda p, t: natural_induction_reference(p, t, every_query=True),
+}
+
+
+def check_natural_induction_score(fn):
+    """fn(patterns [layers, batch, heads, q, k], tokens [batch, T]) -> [layers, heads]."""
+    g = torch.Generator().manual_seed(4)
+    cases = []
+    for layers, batch, heads_, T, vocab in ((2, 2, 3, 9, 4), (1, 3, 2, 12, 6), (3, 1, 4, 15, 5)):
+        scores = torch.randn(layers, batch, heads_, T, T, generator=g) * 2
+        patterns = scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf")).softmax(-1)
+        cases.append((patterns, torch.randint(0, vocab, (batch, T), generator=g)))
+    check_function(fn, natural_induction_reference, cases, name="natural_induction_score",
+                   mistakes=INDUCTION_TEXT_MISTAKES, rtol=1e-5, atol=1e-6)
+    # On a repeated sequence of distinct tokens it is phi4lab's induction score.
+    period = 7
+    tokens = torch.randperm(50, generator=g)[:period].repeat(2)[None]
+    scores = torch.randn(1, 1, 2, 2 * period, 2 * period, generator=g)
+    patterns = scores.masked_fill(~torch.ones(2 * period, 2 * period, dtype=torch.bool).tril(), float("-inf")).softmax(-1)
+    mine, theirs = fn(patterns, tokens), heads.induction_scores(patterns, period)
+    if not torch.allclose(torch.as_tensor(mine).double(), theirs.double(), atol=1e-6):
+        raise ExerciseFailure("on a repeated sequence of distinct tokens your score should equal "
+                              "heads.induction_scores (one target per query of the second copy)")
+    print("\N{CHECK MARK} natural_induction_score: right on random tokens with repeats, and equal to "
+          "heads.induction_scores on a repeated sequence")
+
+
+# ---- Within a group, and across groups --------------------------------------------------------
+
+def _within_across_reference(pairs, n_kv_heads):
+    within, across = [], []
+    H = pairs.shape[-1]
+    group = torch.arange(H) // (H // n_kv_heads)
+    same = (group[:, None] == group[None, :]) & ~torch.eye(H, dtype=torch.bool)
+    other = group[:, None] != group[None, :]
+    for layer in pairs:
+        within.append(layer[same].mean())
+        across.append(layer[other].mean())
+    return torch.stack(within), torch.stack(across)
+
+
+WITHIN_MISTAKES = {
+    "leave out each head's divergence from itself (the diagonal, always 0): it is not a pair":
+        lambda p, g: (lambda H: (torch.stack([l[(torch.arange(H)[:, None] // (H // g)) == (torch.arange(H)[None, :]
+                                                                                           // (H // g))].mean()
+                                              for l in p]), _within_across_reference(p, g)[1]))(p.shape[-1]),
+    "query head h reads key/value head h // (n_heads / n_kv_heads): consecutive heads share, not every "
+    "n_kv_heads-th one": lambda p, g: _within_across_reference(p[:, _interleaved(p.shape[-1], g)][
+        :, :, _interleaved(p.shape[-1], g)], g),
+}
+
+
+def _interleaved(H, g):
+    """An order of the heads that puts h, h + g, h + 2g, ... together (the wrong grouping, made consecutive)."""
+    return torch.arange(H).reshape(H // g, g).T.flatten()
+
+
+def check_within_across(fn):
+    """fn(pairs [layers, H, H], n_kv_heads) -> (within [layers], across [layers])."""
+    g = torch.Generator().manual_seed(9)
+    cases = []
+    for layers, H, kv in ((2, 8, 2), (3, 6, 3), (1, 12, 4)):
+        a = torch.rand(layers, H, H, generator=g)
+        pairs = (a + a.transpose(1, 2)) / 2
+        pairs = pairs * (1 - torch.eye(H))
+        cases.append((pairs, kv))
+    check_function(functools.wraps(fn)(lambda p, k: tuple(fn(p, k))), _within_across_reference, cases, name="within_across",
+                   mistakes=WITHIN_MISTAKES, rtol=1e-5, atol=1e-6)

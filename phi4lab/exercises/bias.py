@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from transformer_lens.utilities import get_act_name
 
 from phi4lab.exercises.checking import ExerciseFailure, check_function
 
@@ -170,3 +171,160 @@ def check_steering_hook(fn):
             raise ExerciseFailure("your hook changed the activation it was given in place: clone it first, or "
                                   "the cached run you compare against changes too")
     check_function(fn, _steer_ref, cases, name="add_direction", mistakes=STEER_MISTAKES, rtol=1e-6, atol=1e-6)
+
+
+# ---- Every head of a layer mediating, in one forward pass -------------------------------------------
+
+def layer_nie_reference(model, base, alt, layer, score):
+    """[n_heads]: score(base with head h's last-position output from alt) - score(base), for every head h.
+
+    base, alt: token ids [1, T_base], [1, T_alt] (lengths may differ); score(logits) -> [batch].
+    """
+    name = get_act_name("z", layer)
+    _, cache = model.run_with_cache(alt, names_filter=lambda n: n == name)
+    source = cache[name][0, -1]                                        # [heads, d_head]
+    H = source.shape[0]
+    heads_ = torch.arange(H)
+
+    def paste(z, hook):
+        z = z.clone()
+        z[heads_, -1, heads_] = source
+        return z
+    patched = score(model.run_with_hooks(base.repeat(H, 1), fwd_hooks=[(name, paste)]))
+    return patched - score(model(base))
+
+
+def _first_position(model, base, alt, layer, score):
+    name = get_act_name("z", layer)
+    _, cache = model.run_with_cache(alt, names_filter=lambda n: n == name)
+    H = cache[name].shape[2]
+    heads_ = torch.arange(H)
+
+    def paste(z, hook):
+        z = z.clone()
+        z[heads_, 0, heads_] = cache[name][0, 0]
+        return z
+    return score(model.run_with_hooks(base.repeat(H, 1), fwd_hooks=[(name, paste)])) - score(model(base))
+
+
+def _every_head(model, base, alt, layer, score):
+    name = get_act_name("z", layer)
+    _, cache = model.run_with_cache(alt, names_filter=lambda n: n == name)
+    H = cache[name].shape[2]
+
+    def paste(z, hook):
+        z = z.clone()
+        z[:, -1] = cache[name][0, -1]
+        return z
+    return score(model.run_with_hooks(base.repeat(H, 1), fwd_hooks=[(name, paste)])) - score(model(base))
+
+
+NIE_MISTAKES = {
+    "the prompts may differ in length: take the alternative's head output at its *last* position and paste it at "
+    "the base prompt's last position (index -1), where the next-token score is read": _first_position,
+    "copy h of the batch gets head h only: pasting every head into every copy measures the whole layer, "
+    "the same number H times": _every_head,
+    "the indirect effect is the change from the base run: subtract score(base) from the patched score":
+        lambda m, b, a, layer, s: layer_nie_reference(m, b, a, layer, s) + s(m(b)),
+}
+
+
+def check_layer_nie(fn, model):
+    """fn(model, base, alt, layer, score) -> [n_heads], compared with bias.head_mediation on phi4-tiny."""
+    from phi4lab.bias import causal
+
+    female, male = causal.pronoun_ids(model)
+
+    def score(logits):
+        return causal._scores(logits, female, male)
+
+    males, females = causal.gender_pairs()
+    pairs = [(males[i], females[i]) for i in (0, 5, 11)]
+    reference = causal.head_mediation(model, [m for m, _ in pairs], [f for _, f in pairs])["nie"]
+    with torch.no_grad():
+        for k, (m_text, f_text) in enumerate(pairs):
+            base = torch.tensor([model.tokenizer.encode(m_text, add_special_tokens=False)])
+            alt = torch.tensor([model.tokenizer.encode(f_text, add_special_tokens=False)])
+            for layer in (0, model.cfg.n_layers - 1):
+                try:
+                    mine = fn(model, base, alt, layer, score)
+                except NotImplementedError:
+                    raise NotImplementedError("layer_nie is still a stub: replace `raise NotImplementedError` "
+                                              "with your code") from None
+                expected = reference[k, layer]
+                call = f"layer_nie on {m_text!r} -> {f_text!r}, layer {layer}"
+                if not isinstance(mine, torch.Tensor) or mine.shape != expected.shape:
+                    raise ExerciseFailure(f"{call}: return a tensor of {expected.shape[0]} numbers, one per head; got "
+                                          f"{tuple(mine.shape) if isinstance(mine, torch.Tensor) else type(mine).__name__}")
+                if torch.allclose(mine.float(), expected, atol=1e-4):
+                    continue
+                for message, wrong in NIE_MISTAKES.items():
+                    if torch.allclose(mine.float(), wrong(model, base, alt, layer, score).float(), atol=1e-4):
+                        raise ExerciseFailure(f"{call}: {message}")
+                h = int((mine.float() - expected).abs().argmax())
+                raise ExerciseFailure(f"{call}: head {h} gives {mine[h].item():+.4f}, one patch gives "
+                                      f"{expected[h].item():+.4f} (bias.head_mediation)")
+    print(f"\N{CHECK MARK} layer_nie: every head of a layer in one pass, equal to bias.head_mediation's one patch per "
+          f"head, on {len(pairs)} pairs, one of them of two prompts of different lengths")
+
+
+# ---- A share and its interval -----------------------------------------------------------------------
+
+def share_ci_reference(nie, te, n, seed):
+    """(share, low, high): mean NIE / mean TE over pairs, with a 95% percentile bootstrap that resamples pairs."""
+    from phi4lab.analysis.stats import bootstrap
+
+    est, low, high = bootstrap(torch.stack([nie, te]), lambda v: v[0].mean(-1) / v[1].mean(-1), n=n, seed=seed)
+    return torch.stack([torch.as_tensor(est), torch.as_tensor(low), torch.as_tensor(high)]).double()
+
+
+def _unpaired(nie, te, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    k = len(te)
+    a = torch.randint(0, k, (n, k), generator=g)
+    b = torch.randint(0, k, (n, k), generator=g)
+    ratios = nie[a].mean(-1) / te[b].mean(-1)
+    low, high = torch.quantile(ratios.double(), torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return torch.stack([nie.mean() / te.mean(), low, high]).double()
+
+
+SHARE_MISTAKES = {
+    "a share is mean(NIE) / mean(TE), not the mean of the per-pair ratios, which explode where a pair's TE is "
+    "near zero": lambda nie, te, n, seed: torch.cat([(nie / te).mean()[None].double(),
+                                                      share_ci_reference(nie, te, n, seed)[1:]]),
+}
+
+
+def check_share_ci(fn):
+    """fn(nie [pairs], te [pairs], n, seed) -> (share, low, high); the interval checked for pairing, not digits."""
+    g = torch.Generator().manual_seed(12)
+    for pairs in (40, 25):
+        te = torch.rand(pairs, generator=g) + 0.05
+        nie = te * 0.3 + torch.randn(pairs, generator=g) * 0.05      # a head that carries about 30%, pair by pair
+        try:
+            out = fn(nie.clone(), te.clone(), 2000, 0)
+        except NotImplementedError:
+            raise NotImplementedError("share_ci is still a stub: replace `raise NotImplementedError` "
+                                      "with your code") from None
+        share, low, high = (float(v) for v in out)
+        expected = share_ci_reference(nie, te, 2000, 0)
+        if abs(share - float(expected[0])) > 1e-6:
+            if abs(share - float((nie / te).mean())) < 1e-6:
+                raise ExerciseFailure(f"share_ci with {pairs} pairs: {next(iter(SHARE_MISTAKES))}")
+            raise ExerciseFailure(f"share_ci with {pairs} pairs: the share is {share:.4f}, expected "
+                                  f"mean(NIE) / mean(TE) = {float(expected[0]):.4f}")
+        if not low <= share <= high:
+            raise ExerciseFailure(f"share_ci with {pairs} pairs: the interval [{low:.3f}, {high:.3f}] does not "
+                                  f"contain the share {share:.3f}")
+        paired = float(expected[2] - expected[1])
+        unpaired = _unpaired(nie, te, 2000, 0)
+        width = high - low
+        if width > 2 * paired and abs(width - float(unpaired[2] - unpaired[1])) < 0.5 * width:
+            raise ExerciseFailure(f"share_ci with {pairs} pairs: the interval is {width / paired:.1f} times too wide. "
+                                  "Resample whole pairs: the same indices for NIE and TE, since a pair's NIE "
+                                  "and TE move together")
+        if not (0.5 * paired < width < 2 * paired and abs(low - float(expected[1])) < paired
+                and abs(high - float(expected[2])) < paired):
+            raise ExerciseFailure(f"share_ci with {pairs} pairs: the interval [{low:.3f}, {high:.3f}] is far from a "
+                                  f"paired percentile bootstrap's [{float(expected[1]):.3f}, {float(expected[2]):.3f}]")
+    print("\N{CHECK MARK} share_ci: the share of the mean effect, with a paired bootstrap interval")

@@ -5,6 +5,7 @@ References are phi4lab.recipes.corpus's own functions, or the formulas they rest
 
 from __future__ import annotations
 
+import functools
 import re
 
 from phi4lab.exercises.checking import check_function
@@ -186,5 +187,54 @@ BANDS_MISTAKES = {
 
 def check_choose_bands(fn):
     cases = [(0.5, 64, 0.5, 0.5), (0.2, 64, 0.5, 0.5), (0.8, 64, 0.5, 0.5), (0.5, 64, 0.2, 0.8), (0.7, 48, 0.9, 0.1)]
-    check_function(lambda *c: tuple(int(v) for v in fn(*c)), choose_bands_reference, cases, name="choose_bands",
+    check_function(functools.wraps(fn)(lambda *c: tuple(int(v) for v in fn(*c))), choose_bands_reference, cases,
+                   name="choose_bands",
                    mistakes=BANDS_MISTAKES)
+
+
+# ---- From candidate pairs to what to keep ---------------------------------------------------------
+# corpus.near_duplicates streams the documents in order and keeps a document unless it is a near-duplicate
+# of one already *kept*. Similarity is not transitive, so the rule matters: 0 ~ 3 and 3 ~ 5 with 0 and 5
+# unlike drops 3 and keeps 5. Clustering by connected components (union-find, as some large pipelines do)
+# would drop 5 through a document it never resembled.
+
+def keep_reference(n_docs, pairs):
+    """Sorted indices kept: in order, a document is kept unless a near-duplicate pair links it to a kept one."""
+    partners = {}
+    for a, b in pairs:
+        partners.setdefault(a, set()).add(b)
+        partners.setdefault(b, set()).add(a)
+    kept = []
+    for i in range(n_docs):
+        if not partners.get(i, set()) & set(kept):
+            kept.append(i)
+    return kept
+
+
+def _connected_components(n_docs, pairs):
+    parent = list(range(n_docs))
+
+    def root(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+    for a, b in pairs:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return sorted({root(i) for i in range(n_docs)})
+
+
+KEEP_MISTAKES = {
+    "a document is dropped only for resembling a document that is *kept*: with 0 ~ 3 and 3 ~ 5 (0 and 5 unlike), "
+    "3 goes and 5 stays. Following chains (connected components) drops 5 through a document it never resembled":
+        _connected_components,
+}
+
+
+def check_keep(fn):
+    """fn(n_docs, pairs) -> sorted indices of the documents kept."""
+    cases = [(6, [(0, 3), (3, 5)]), (7, [(1, 2), (2, 4), (5, 6)]), (5, []), (8, [(6, 2), (2, 7), (0, 1), (1, 7)]),
+             (9, [(8, 7), (7, 6), (6, 5), (3, 4)]), (4, [(0, 1), (2, 3), (1, 2)])]
+    check_function(functools.wraps(fn)(lambda n, p: [int(i) for i in fn(n, [tuple(x) for x in p])]), keep_reference, cases,
+                   name="keep", mistakes=KEEP_MISTAKES)

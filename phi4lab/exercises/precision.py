@@ -160,3 +160,71 @@ def check_training_bytes(fn):
         "count the gradients too (one per parameter)":
             lambda n, s: n * (TRAINING_BYTES_PER_PARAMETER[s] - (2 if "ZeRO" in s else 4)),
     })
+
+
+# ---- Rounding fp32 to bf16 by hand --------------------------------------------------------------
+# bf16 is the top 16 bits of an fp32 number. Converting keeps them, rounded to nearest with ties to
+# even on the 16 bits dropped; a NaN stays a NaN. The reference is PyTorch's own conversion.
+
+def _bits16(t):
+    return t.view(torch.int16)
+
+
+def _truncate(x):
+    return (x.view(torch.int32) >> 16).to(torch.int16).view(torch.bfloat16)
+
+
+def _half_up(x):
+    return ((x.view(torch.int32) + 0x8000) >> 16).to(torch.int16).view(torch.bfloat16)
+
+
+def _nearest_even_no_nan(x):
+    bits = x.view(torch.int32)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).to(torch.int16).view(torch.bfloat16)
+
+
+BF16_MISTAKES = {
+    "you dropped the low 16 bits without rounding (truncation): round to the nearest bf16 number":
+        _truncate,
+    "a tie (the dropped bits exactly 0x8000) goes to the *even* neighbour, the one whose last kept bit is 0, "
+    "not always up": _half_up,
+    "a NaN must stay a NaN: adding the rounding bias to a NaN whose payload sits in the low bits carries into "
+    "the exponent and makes it infinity. Test for NaN first": _nearest_even_no_nan,
+}
+
+
+def _bf16_cases():
+    g = torch.Generator().manual_seed(7)
+    special = torch.tensor([0x3F808000, 0x3F818000, 0x3F807FFF, 0x3F808001, 0xBF808000, 0x7F7FFFFF, 0x7F800001,
+                            0xFFC00001, 0x7F800000, 0x80000000], dtype=torch.int64)
+    # ties both ways, near-ties, the largest finite number, NaNs, infinity, -0. No subnormals: CPUs with
+    # AVX-512 BF16 instructions may flush them to zero, and nbval runs on every CPU.
+    special = special.to(torch.int32).view(torch.float32)
+    return [(torch.randn(64, generator=g) * 100,), (torch.randn(5, 7, generator=g).exp() * 1e-30,), (special,)]
+
+
+def check_to_bfloat16(fn):
+    """fn(x fp32) -> bf16 tensor, bit for bit PyTorch's x.to(torch.bfloat16)."""
+    for i, (x,) in enumerate(_bf16_cases()):
+        try:
+            mine = fn(x.clone())
+        except NotImplementedError:
+            raise NotImplementedError("to_bfloat16 is still a stub: replace `raise NotImplementedError` "
+                                      "with your code") from None
+        if not isinstance(mine, torch.Tensor) or mine.dtype != torch.bfloat16 or mine.shape != x.shape:
+            what = f"a {mine.dtype} tensor of shape {tuple(mine.shape)}" if isinstance(mine, torch.Tensor) else type(mine).__name__
+            raise ExerciseFailure(f"return a torch.bfloat16 tensor of x's shape {tuple(x.shape)}, got {what} "
+                                  "(build it from 16-bit integers with .view(torch.bfloat16))")
+        expected = x.to(torch.bfloat16)
+        same = (_bits16(mine) == _bits16(expected)) | (mine.isnan() & expected.isnan())
+        if bool(same.all()):
+            continue
+        for message, wrong in BF16_MISTAKES.items():
+            w = wrong(x.clone())
+            if bool(((_bits16(mine) == _bits16(w)) | (mine.isnan() & w.isnan())).all()):
+                raise ExerciseFailure(f"to_bfloat16, test case {i + 1}: {message}")
+        k = int((~same).flatten().nonzero()[0])
+        raise ExerciseFailure(f"to_bfloat16, test case {i + 1}: fp32 bits {int(x.flatten()[k:k + 1].view(torch.int32)) & 0xFFFFFFFF:#010x} "
+                              f"gave bf16 bits {int(_bits16(mine).flatten()[k]) & 0xFFFF:#06x}, PyTorch gives "
+                              f"{int(_bits16(expected).flatten()[k]) & 0xFFFF:#06x}")
+    print("\N{CHECK MARK} to_bfloat16: bit for bit PyTorch's conversion, ties, NaNs and infinities included")

@@ -130,3 +130,27 @@ def check_sequences_that_fit(fn):
              (C.PHI4, 24 * gb, 4096, 2), (C.PHI4, 141 * gb, 16384, 1), (C.scaled(), 10**8, 4096, 4),
              (C.scaled(d_model=64, n_layers=3, n_kv_heads=1), 5 * 10**6, 1000, 2)]
     check_function(fn, _sequences_reference, cases, name="sequences_that_fit", mistakes=SEQUENCE_MISTAKES)
+
+
+# ---- Attention's own FLOPs, which grow with the context ------------------------------------------
+
+def _attention_flops_reference(cfg, context):
+    """FLOPs per token of the attention scores (q . k) and the weighted sum of values, over `context` keys."""
+    return 4 * cfg.num_hidden_layers * cfg.num_attention_heads * C.head_dim(cfg) * context
+
+
+ATTENTION_FLOP_MISTAKES = {
+    "count both products: q . k for every key, and the pattern times V for every value (2 FLOPs per "
+    "multiply-add each)": lambda cfg, t: 2 * cfg.num_hidden_layers * cfg.num_attention_heads * C.head_dim(cfg) * t,
+    "every *query* head computes its own scores and its own weighted sum, so count the query heads; the KV heads "
+    "only set how many keys and values are stored":
+        lambda cfg, t: 4 * cfg.num_hidden_layers * cfg.num_key_value_heads * C.head_dim(cfg) * t,
+    "every layer attends: multiply by num_hidden_layers":
+        lambda cfg, t: 4 * cfg.num_attention_heads * C.head_dim(cfg) * t,
+}
+
+
+def check_attention_flops_per_token(fn):
+    cases = [(cfg, t) for cfg in _configs() for t in (1, 4096, 16384)]
+    check_function(fn, _attention_flops_reference, cases, name="attention_flops_per_token",
+                   mistakes=ATTENTION_FLOP_MISTAKES)
