@@ -75,3 +75,16 @@ def test_the_command_rewrites_only_the_table(tmp_path, capsys):
     readme.write_text("no markers\n", encoding="utf-8")
     assert main(["course-map", "--course", str(course), "--readme", str(readme)]) == 2
     assert "course-map markers" in capsys.readouterr().err
+
+
+def test_marks_are_read_from_their_own_exercise_and_each_question_needs_its_own_answer(tmp_path):
+    # the first exercise has no marks: the second exercise's must not be borrowed
+    with pytest.raises(coursemap.CourseMapError, match="exercise 1 has no"):
+        coursemap.read_notebook(_notebook(tmp_path, f"### Exercise 1 · A\n\n### Exercise 2 · B\n\n{MARKS}"))
+    # two questions, one answer
+    two = "**Predict, then run.** Up? **Predict, then run.** Down?\n<details><summary>Answer</summary>x</details>"
+    with pytest.raises(coursemap.CourseMapError, match="cell 0"):
+        coursemap.read_notebook(_notebook(tmp_path, two))
+    # an answer that comes before its question in the same cell does not answer it
+    with pytest.raises(coursemap.CourseMapError, match="cell 0"):
+        coursemap.read_notebook(_notebook(tmp_path, "<details><summary>Answer</summary>x</details> **Predict, then run.** Up?"))

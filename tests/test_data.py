@@ -150,3 +150,9 @@ def test_jupyterlab_settings_documents_are_json_and_split_by_name(monkeypatch, t
     monkeypatch.setattr(corpus.sys, "prefix", str(tmp_path))
     with pytest.raises(corpus.SourceError, match="lacks JupyterLab"):
         corpus.jupyterlab_settings_documents()
+    # schemas that differ from the pinned JupyterLab's are refused, with the fix
+    schemas = tmp_path / "share" / "jupyter" / "lab" / "schemas" / "@jupyterlab" / "x-extension"
+    schemas.mkdir(parents=True)
+    (schemas / "plugin.json").write_text('{"title": "X"}')
+    with pytest.raises(corpus.SourceError, match="install the pinned version"):
+        corpus.jupyterlab_settings_documents()

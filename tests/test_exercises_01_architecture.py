@@ -109,3 +109,23 @@ def test_the_cache_checks_catch_expanded_heads_and_a_wrong_sampler():
 
     with pytest.raises(ExerciseFailure, match="differs from Hugging Face's generate with the same seed"):
         architecture_ex.check_generate(extra_draw)
+
+
+def test_generation_checks_read_what_the_model_was_run_on():
+    """A generator that ignores use_cache, or a cached attention that masks a query's own key, is caught."""
+    def never_cached(model, prompt, n, t, k, p, use_cache):
+        return architecture_ex.generate_reference(model, prompt, n, t, k, p, use_cache=False)
+
+    with pytest.raises(ExerciseFailure, match="with use_cache=True it should read the prompt once"):
+        architecture_ex.check_generate(never_cached)
+    with pytest.raises(ExerciseFailure, match="NaN or inf"):
+        architecture_ex.check_cached_attention(_hides_the_diagonal)
+
+
+def _hides_the_diagonal(attn, x, past, theta):
+    out, cache = architecture_ex.cached_attention_reference(attn, x, past, theta)
+    T_past = 0 if past is None else past[0].shape[2]
+    if T_past == 0:                       # a prefill whose first query sees nothing: a row of NaN
+        out = out.clone()
+        out[:, 0] = float("nan")
+    return out, cache

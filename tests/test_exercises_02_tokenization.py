@@ -87,3 +87,13 @@ def test_updating_equals_recounting_over_a_whole_training_run():
     for c, ids in chunks.items():
         bpe.pair_counts(ids, recount, weight=chunk_counts[c])
     assert dict(table) == dict(+recount)
+
+
+def test_a_count_driven_below_zero_is_caught():
+    def negative(ids, counts, pair, new_id, weight=1):
+        merged = tokenization_ex.merge_update_reference(ids, counts, pair, new_id, weight)
+        counts[(249, 248)] -= 1                  # a pair no chunk has, now at -1
+        return merged
+
+    with pytest.raises(ExerciseFailure, match=r"\(249, 248\) -1 times"):
+        tokenization_ex.check_merge_update(negative)

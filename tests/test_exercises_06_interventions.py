@@ -93,3 +93,12 @@ def test_the_patch_grid_check_passes_one_pass_per_hook_and_fails_a_misordered_ba
         interventions_ex.check_patch_grid(lambda *a: _grid(*a, order="prompt-major"), tiny_model)
     with pytest.raises(ExerciseFailure, match=r"expected \(3, 9, 3\)"):
         interventions_ex.check_patch_grid(lambda *a: _grid(*a).transpose(1, 2), tiny_model)
+
+
+@pytest.mark.slow
+def test_the_patch_grid_check_counts_forward_passes(tiny_model):
+    def one_pass_per_cell(model, clean, corrupt, hook_names, metric):
+        return interventions_ex.patch_grid_reference(model, clean, corrupt, hook_names, metric)
+
+    with pytest.raises(ExerciseFailure, match="forward passes"):
+        interventions_ex.check_patch_grid(one_pass_per_cell, tiny_model)

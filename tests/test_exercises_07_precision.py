@@ -67,3 +67,8 @@ def test_bf16_rounding_by_bits_is_pytorchs_and_each_slip_is_named(capsys):
         assert message in str(info.value)
     with pytest.raises(ExerciseFailure, match="return a torch.bfloat16 tensor"):
         precision_ex.check_to_bfloat16(lambda x: x.half())
+
+
+def test_a_half_up_rounding_that_keeps_nans_is_told_about_ties():
+    with pytest.raises(ExerciseFailure, match="goes to the \\*even\\* neighbour"):
+        precision_ex.check_to_bfloat16(precision_ex._half_up)

@@ -72,3 +72,37 @@ def test_share_ci_wants_a_ratio_of_means_and_paired_resampling(capsys):
         bias_ex.check_share_ci(bias_ex._unpaired)
     with pytest.raises(ExerciseFailure, match="not the mean of the per-pair ratios"):
         bias_ex.check_share_ci(next(iter(bias_ex.SHARE_MISTAKES.values())))
+
+
+def test_share_ci_refuses_another_interval_level():
+    import torch as t
+
+    def level(q):
+        def fn(nie, te, n, seed):
+            g = t.Generator().manual_seed(seed)
+            picks = t.randint(0, len(te), (n, len(te)), generator=g)
+            shares = nie[picks].mean(-1) / te[picks].mean(-1)
+            low, high = t.quantile(shares.double(), t.tensor([q, 1 - q], dtype=t.float64))
+            return (nie.mean() / te.mean()).item(), low.item(), high.item()
+        return fn
+
+    bias_ex.check_share_ci(level(0.025))
+    for q in (0.05, 0.005):
+        with pytest.raises(ExerciseFailure, match="2.5% and 97.5% quantiles"):
+            bias_ex.check_share_ci(level(q))
+
+
+@pytest.mark.slow
+def test_layer_nie_one_patch_per_head_is_caught(tiny_model):
+    from phi4lab.bias import causal
+
+    def per_head(model, base, alt, layer, score):
+        name = f"blocks.{layer}.attn.hook_z"
+        _, cache = model.run_with_cache(alt, names_filter=lambda n: n == name)
+        values = cache[name][:, -1]
+        plain = score(model(base))
+        return torch.stack([score(causal.patch_heads_at(model, base, layer, h, values[:, h])) - plain
+                            for h in range(values.shape[1])])[:, 0]
+
+    with pytest.raises(ExerciseFailure, match="forward passes"):
+        bias_ex.check_layer_nie(per_head, tiny_model)

@@ -293,7 +293,7 @@ checks.check_sequences_that_fit(sequences_that_fit)
 # %% [markdown]
 # **Predict, then run.** An 80 GB GPU holds Phi-4's bf16 weights (29.3 GB) with room to spare. How many conversations of 16,384 tokens fit beside them? And without grouped-query attention?
 #
-# <details><summary>Answer (after running the next cell)</summary>15 with GQA, 3 without: the 50.7 GB left over hold a 3.4 GB cache 15 times, or a 13.4 GB one 3 times (decimal GB here, as the GPU is sold; the 3.125 GiB above is the same cache in binary units). At 4,096 tokens the counts are four times larger, give or take the rounding down. GQA is what lets one GPU serve a class rather than a handful.</details>
+# <details><summary>Answer (after running the next cell)</summary>15 with GQA, 3 without. Beside Phi-4's weights 50.7 GB are left, which hold its 3.4 GB cache 15 times (decimal GB here, as the GPU is sold; the 3.125 GiB above is the same cache in binary units). Without GQA each cache is 13.4 GB, and the weights grow a little too (K and V get as many heads as Q), so only 3 fit. At 4,096 tokens the counts are four times larger, give or take the rounding down. GQA is what lets one GPU serve a class rather than a handful.</details>
 
 # %%
 gpu = 80 * 10**9

@@ -89,9 +89,10 @@ print(f"{extra:,} more parameters = 2 x (100,352 - 32,064) x 5,120 = {2 * (100_3
 #
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵🔵🔵 · about 10 minutes
 #
-# Write `rms_norm(x, weight, eps)` over the last dimension: compute in fp32, convert back to `x`'s dtype, then multiply by `weight`.
+# Write `rms_norm(x, weight, eps)`: Phi-4's normalisation of the last dimension, as the formula above defines it, computed the way Hugging Face computes it (in fp32, the result returned in `x`'s dtype before the learned weight is applied).
 #
-# <details><summary>Hint</summary><code>x32 = x.float()</code>; <code>torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)</code> is 1/RMS.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Where does epsilon go: inside the square root, or beside it? And over which dimension is the mean taken?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary><code>x32 = x.float()</code>; <code>torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)</code> is 1/RMS; multiply, convert with <code>.to(x.dtype)</code>, then multiply by <code>weight</code>.</details>
 
 # %%
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -130,9 +131,11 @@ checks.check_rms_norm(rms_norm)
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
 #
-# Write `rotary_cos_sin(positions, head_dim, theta)` returning `(cos, sin)`, each `[len(positions), head_dim]`: for pair *j* = 0 … head_dim/2 − 1 the angle is position × theta^(−2j/head_dim), and both halves of the last dimension hold the same angles.
+# Write `rotary_cos_sin(positions, head_dim, theta)` returning `(cos, sin)`, each `[len(positions), head_dim]`: the cosines and sines of every position's rotation angles, laid out for the rotate-half pairing, so that `apply_rotary` (next) can multiply them element-wise with a query or key.
 #
-# <details><summary>Hint</summary><code>inv_freq = 1 / theta ** (torch.arange(0, head_dim, 2).float() / head_dim)</code>; an outer product with the positions; <code>torch.cat([a, a], -1)</code>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>How many distinct angles does one position have? In the rotate-half layout, which two dimensions share pair j's angle?</details>
+# <details><summary>Hint 2 (the idea)</summary>Pair j turns by position × θ^(−2j/head_dim), for j = 0 … head_dim/2 − 1; dimensions j and j + head_dim/2 share it, so both halves of the last dimension hold the same angles.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>inv_freq = 1 / theta ** (torch.arange(0, head_dim, 2).float() / head_dim)</code>; an outer product with the positions; <code>torch.cat([a, a], -1)</code>.</details>
 
 # %%
 def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float):
@@ -166,7 +169,10 @@ checks.check_rotary_cos_sin(rotary_cos_sin)
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
 #
-# With `x1, x2` the two halves of the last dimension, `rotate_half(x) = (−x2, x1)`, and the rotated vector is `x * cos + rotate_half(x) * sin`. Write `apply_rotary(x, cos, sin)` for `x` `[batch, heads, T, head_dim]`.
+# Write `apply_rotary(x, cos, sin)` for `x` `[batch, heads, T, head_dim]` and the angles of Exercise 2: turn each pair (j, j + head_dim/2) of every vector by its angle, in the rotate-half layout.
+#
+# <details><summary>Hint 1 (a nudge)</summary>A 2-D rotation of (a, b) by θ is (a cos θ − b sin θ, b cos θ + a sin θ). With the halves x1 and x2 of the last dimension as the a's and the b's, what must be multiplied by sin?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>With <code>rotate_half(x) = (−x2, x1)</code>, the rotated vector is <code>x * cos + rotate_half(x) * sin</code>.</details>
 
 # %%
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -308,7 +314,10 @@ checks.check_repeat_kv(repeat_kv)
 #
 # > Difficulty: 🔴🔴🔴⚪⚪ · Importance: 🔵🔵🔵🔵🔵 · about 15 minutes
 #
-# Write `causal_attention(q, k, v)` for `q` `[b, H, T, d]` and `k`, `v` `[b, KV, T, d]`: expand K and V with your `repeat_kv`, compute the scores q·kᵀ/√d, mask keys after each query with −∞, softmax over the keys in fp32, and return the weighted values `[b, H, T, d]`.
+# Write `causal_attention(q, k, v)` for `q` `[b, H, T, d]` and `k`, `v` `[b, KV, T, d]`: every query head's attention over the keys of its own key/value head, no query seeing a later key, with the softmax in fp32 as Hugging Face computes it. Return the weighted values `[b, H, T, d]`.
+#
+# <details><summary>Hint 1 (a nudge)</summary>Make K and V one per query head first (your <code>repeat_kv</code>). What scale keeps the scores' size independent of d?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>scores = q kᵀ / √d; fill the entries above the diagonal (key after query) with −∞, <code>torch.ones(T, T, dtype=torch.bool).triu(1)</code>; <code>scores.float().softmax(-1).to(q.dtype) @ v</code>.</details>
 
 # %%
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -351,7 +360,10 @@ checks.check_causal_attention(causal_attention)
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
 #
-# Write `gated_mlp(x, gate_up_weight, down_weight)` = `down(silu(gate) * up)`, using `F.linear`.
+# Write `gated_mlp(x, gate_up_weight, down_weight)`, Phi-4's MLP as the paragraph above describes it, with the fused `gate_up_proj` weight and the `down_proj` weight, using `F.linear`.
+#
+# <details><summary>Hint 1 (a nudge)</summary>One matmul with the fused weight gives both halves; which half goes through SiLU?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary><code>gate, up = F.linear(x, gate_up_weight).chunk(2, dim=-1)</code>; then <code>down(silu(gate) * up)</code>.</details>
 
 # %%
 def gated_mlp(x: torch.Tensor, gate_up_weight: torch.Tensor, down_weight: torch.Tensor) -> torch.Tensor:
@@ -569,13 +581,15 @@ checks.check_sampling_probs(sampling_probs)
 # %% [markdown]
 # **Predict, then run.** With `top_p=0.9`, how many of phi4-tiny's 4,096 tokens stay in the running after a line of *Romeo and Juliet*, at temperature 0.7, 1.0 and 1.5? And after the first line of a Python method?
 #
-# <details><summary>Answer (after running the next cell)</summary>After the verse, a dozen at 0.7, hundreds at 1.0, more than a thousand at 1.5: temperature changes how many tokens share the top 90% of the mass, and top-p's cut follows. After the code line, one token at every temperature: phi4-tiny is sure that eight spaces of indentation come next, and a sure model is nearly deterministic whatever the knobs say. Top-p adapts to the model's confidence; top-k keeps k tokens whatever it is.</details>
+# <details><summary>Answer (after running the next cell)</summary>After the verse, a dozen at 0.7, hundreds at 1.0, more than a thousand at 1.5: temperature changes how many tokens share the top 90% of the mass, and top-p's cut follows. After the code line, one token at every temperature, the run of spaces that indents the method's body: phi4-tiny is sure of it, and a sure model is nearly deterministic whatever the knobs say. Top-p adapts to the model's confidence; top-k keeps k tokens whatever it is.</details>
 
 # %%
 for text in ("ROMEO. But soft, what light through yonder window breaks? It is the", "    def __init__(self, name):\n"):
     last = tiny_bridge(tiny_bridge.to_tokens(text))[:, -1]
     kept = [int((sampling_probs(last, t, 0, 0.9) > 0).sum()) for t in (0.7, 1.0, 1.5)]
-    print(f"{text!r:75s} tokens kept at temperature 0.7 / 1.0 / 1.5: {kept[0]} / {kept[1]} / {kept[2]}")
+    top = tiny_bridge.tokenizer.decode(last.argmax(-1))
+    print(f"{text!r:75s} tokens kept at temperature 0.7 / 1.0 / 1.5: {kept[0]} / {kept[1]} / {kept[2]}; "
+          f"the most likely: {top!r}")
 
 # %% [markdown]
 # ### The KV cache

@@ -89,7 +89,8 @@ checks.check_count_pairs(count_pairs)
 #
 # Write `merge(ids, pair, new_id)`: scan left to right, and wherever `pair` occurs replace its two elements by `new_id`. Occurrences never overlap: `[5, 5, 5]` with `(5, 5)` becomes `[new_id, 5]`.
 #
-# <details><summary>Hint</summary>A while loop with an index <code>i</code>: if <code>ids[i], ids[i+1]</code> is the pair, append <code>new_id</code> and move on by 2; otherwise append <code>ids[i]</code> and move on by 1.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Why can a plain <code>for</code> loop over the positions not skip the second element of a merged pair?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>A while loop with an index <code>i</code>: if <code>ids[i], ids[i+1]</code> is the pair, append <code>new_id</code> and move on by 2; otherwise append <code>ids[i]</code> and move on by 1.</details>
 
 # %%
 def merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
@@ -181,10 +182,11 @@ checks.check_train(train)
 #
 # > Difficulty: 🔴🔴🔴⚪⚪ · Importance: 🔵🔵🔵🔵🔵 · about 15 minutes
 #
-# Write `encode(text, merges)`: start from the bytes, and while at least two ids remain, find the adjacent pair **learned earliest** (the lowest merged id in `merges`); if no adjacent pair is in `merges`, stop; otherwise merge it. Replaying the merges in the order they were learned is what makes encoding reproduce training.
+# Write `encode(text, merges)`: the ids of `text` under the merges your `train` learned, the same ids that training would have produced for it. Start from the bytes.
 #
-# <details><summary>Hint 1</summary><code>min(zip(ids, ids[1:]), key=lambda p: merges.get(p, float("inf")))</code> finds the candidate.</details>
-# <details><summary>Hint 2</summary>If that pair is not in <code>merges</code>, nothing more can merge.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Merges are not all equal: training learned them in an order. Which adjacent pair should merge first?</details>
+# <details><summary>Hint 2 (the idea)</summary>While at least two ids remain, merge the adjacent pair learned earliest (the lowest merged id in <code>merges</code>); stop when no adjacent pair is in <code>merges</code>. Replaying the merges in the order they were learned is what makes encoding reproduce training.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>min(zip(ids, ids[1:]), key=lambda p: merges.get(p, float("inf")))</code> finds the candidate; if it is not in <code>merges</code>, nothing more can merge.</details>
 
 # %%
 def encode(text: str, merges: dict[tuple[int, int], int]) -> list[int]:
@@ -226,7 +228,8 @@ checks.check_encode(encode)
 #
 # Write `decode(ids, vocab)` where `vocab` maps every id to its bytes: join the bytes of all tokens, then decode UTF-8 with `errors="replace"`. Why join first? A character such as "🙂" is 4 bytes and may be split across tokens; a sequence can even end halfway through one.
 #
-# <details><summary>Hint</summary><code>b"".join(vocab[i] for i in ids).decode("utf-8", errors="replace")</code></details>
+# <details><summary>Hint 1 (a nudge)</summary>What goes wrong if you decode each token's bytes on its own and join the strings?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>Join the bytes first, then decode once: <code>b"".join(...)</code>, <code>.decode("utf-8", errors="replace")</code>.</details>
 
 # %%
 def decode(ids: list[int], vocab: dict[int, bytes]) -> str:

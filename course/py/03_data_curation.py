@@ -191,7 +191,7 @@ fig.show()
 #
 # **Predict, then run.** With LSH tuned for a threshold of 0.8, what is the chance that a pair of Jaccard similarity 0.3, such as two editions of a play, becomes a candidate at all: about 30%, about 1%, or less than one in a hundred thousand?
 #
-# <details><summary>Answer (after running the next cell)</summary>Less than one in a hundred thousand: 1.43e-06, about 1 in 700,000. A pair is a candidate only if some band of 13 rows agrees entirely, and 0.3¹³ is tiny. A threshold is not a soft preference: set it at 0.8 and editions that differ by spelling are never even compared. That is why the pipeline uses 0.2 for prose.</details>
+# <details><summary>Answer (after Exercise 3, in the cell that asks datasketch for its bands and rows)</summary>Less than one in a hundred thousand: 1.43e-06, about 1 in 700,000. A pair is a candidate only if some band of 13 rows agrees entirely, and 0.3¹³ is tiny. A threshold is not a soft preference: set it at 0.8 and editions that differ by spelling are never even compared. That is why the pipeline uses 0.2 for prose.</details>
 
 # %% [markdown]
 # ### Exercise 3 · The LSH S-curve
@@ -392,7 +392,8 @@ print(f"{len(exact_pairs)} pairs at exact Jaccard 0.2 or more; your rule keeps {
 #
 # Write `passes_stop_word_rule(text)`: split on whitespace, keep tokens that contain a word character, lower-case them and strip the punctuation `.,;:!?'"()` from their ends, and return True when at least **two different** words of `corpus.GOPHER_STOP_WORDS` (the, be, to, of, and, that, have, with) occur.
 #
-# <details><summary>Hint</summary>A set intersection: <code>len(set_of_words & data.GOPHER_STOP_WORDS) >= 2</code>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>"Two different" stop words: what data structure forgets repeats?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>A set of the cleaned words, intersected with <code>data.GOPHER_STOP_WORDS</code>; at least two elements.</details>
 
 # %%
 def passes_stop_word_rule(text: str) -> bool:
@@ -421,7 +422,7 @@ checks.check_passes_stop_word_rule(passes_stop_word_rule)
 #
 # **Predict, then run.** Gopher's rules were written for web prose. What share of the Python standard library will they reject, and for what, mostly?
 #
-# <details><summary>Answer (after running the next cell)</summary>About a third, 34%, and mostly for the `#` sign: a comment's `#` counts as a symbol, and the rule allows few per word. Then short words (identifiers like `i` and `os`) and short files. None of these says anything about the code's quality, which is why phi4lab applies its own code rules to code.</details>
+# <details><summary>Answer (after running the next cell)</summary>About a third, 34%, and mostly for the `#` sign: a comment's `#` counts as a symbol, and the rule allows few per word. Then a mean word length above 10 (long identifiers such as `GOPHER_STOP_WORDS` count as one word each) and short files. None of these says anything about the code's quality, which is why phi4lab applies its own code rules to code.</details>
 
 # %%
 from collections import Counter
@@ -436,7 +437,7 @@ for name in ("code/colorsys.py", "code/encodings/cp437.py"):
     print(f"{name}: {verdicts[name] or 'passes'}")
 
 # %% [markdown]
-# The rules reject about a third of the standard library, mostly for comment `#` signs, short identifiers (`i`, `x`, `os`) and tiny files; the rest passes because Python reads a lot like English (`return`, `self`, `with`, `and`). Neither outcome means anything about code quality: these are prose rules. Code gets its own (`corpus.code_reason`): it must parse, have no minified 1,000-character lines, and be between 200 bytes and 200 kB.
+# The rules reject about a third of the standard library, mostly for comment `#` signs, a mean word length above 10 (long identifiers and dotted names count as words) and tiny files; the rest passes because Python reads a lot like English (`return`, `self`, `with`, `and`). Neither outcome means anything about code quality: these are prose rules. Code gets its own (`corpus.code_reason`): it must parse, have no minified 1,000-character lines, and be between 200 bytes and 200 kB.
 #
 # ## 5. The curated corpus
 #

@@ -133,10 +133,11 @@ checks.check_train_step(train_step, lambda: small_model(vocab=97))
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
 #
-# Write `lr_schedule(step, peak, warmup, total, min_ratio)` with `step` counted from 0: during the first `warmup` steps, `peak * (step + 1) / warmup`; after it, a half cosine from `peak` at step `warmup` down to `peak * min_ratio` at step `total - 1`.
+# Write `lr_schedule(step, peak, warmup, total, min_ratio)` with `step` counted from 0: a linear warm-up over the first `warmup` steps whose first step already learns and whose last reaches `peak`, then a half cosine from `peak` at step `warmup` down to `peak * min_ratio` at step `total - 1`.
 #
-# <details><summary>Hint 1</summary>progress = (step − warmup) / (total − warmup − 1), from 0 to 1.</details>
-# <details><summary>Hint 2</summary>floor + (peak − floor) · ½ · (1 + cos(π · progress)).</details>
+# <details><summary>Hint 1 (a nudge)</summary>With steps counted from 0, what fraction of the peak should step 0 get, so that step warmup − 1 gets all of it?</details>
+# <details><summary>Hint 2 (the idea)</summary>Warm-up: peak · (step + 1) / warmup. After it, progress = (step − warmup) / (total − warmup − 1) runs from 0 to 1.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>floor + (peak − floor) · ½ · (1 + cos(π · progress)), with floor = peak · min_ratio.</details>
 
 # %%
 def lr_schedule(step: int, peak: float, warmup: int, total: int, min_ratio: float) -> float:
@@ -190,9 +191,10 @@ fig.show()
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
 #
-# Write `clip_gradients(grads, max_norm)` for a list of gradient tensors: compute the global norm (the square root of the sum of all squared entries), and if `max_norm / (norm + 1e-6)` is below 1, scale every gradient by it. Return the list.
+# Write `clip_gradients(grads, max_norm)` for a list of gradient tensors: return them scaled, all by one factor, so that their global norm is at most `max_norm` (and unchanged when it already is), as `torch.nn.utils.clip_grad_norm_` does with its 1e-6 guard against a zero norm.
 #
-# <details><summary>Hint</summary><code>total = torch.sqrt(sum((g ** 2).sum() for g in grads))</code>; <code>scale = min(1.0, max_norm / (total + 1e-6))</code>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>"Global": one norm over every entry of every tensor, not one per tensor. Why must every tensor get the same factor?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary><code>total = torch.sqrt(sum((g ** 2).sum() for g in grads))</code>; <code>scale = min(1.0, max_norm / (total + 1e-6))</code>.</details>
 
 # %%
 def clip_gradients(grads: list[torch.Tensor], max_norm: float) -> list[torch.Tensor]:
@@ -318,7 +320,7 @@ assert history[-1]["loss"] < history[0]["loss"] - 2, "the short run should learn
 #
 # > Difficulty: 🔴🔴🔴⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 20 minutes
 #
-# Write `sliding_perplexity(model, tokens, max_length, stride)` for a 1-D token stream and a Hugging Face model: windows of up to `max_length` tokens starting at 0, `stride`, 2·`stride`, ... (the last one may be shorter, and the loop stops once a window reaches the end), every token after the first scored exactly once, in the first window that contains it as a *new* token. Return the perplexity as a float. The check compares it with `T.perplexity`.
+# Write `sliding_perplexity(model, tokens, max_length, stride)` for a 1-D token stream and a Hugging Face model: windows of up to `max_length` tokens starting at 0, `stride`, 2·`stride`, ... (the last one may be shorter, and the loop stops once a window reaches the end), every token scored at most once, in the first window that contains it as a *new* token (a window's first token has nothing before it in the window, so with windows side by side it goes unscored, as it does in `T.perplexity`). Return the perplexity as a float. The check compares it with `T.perplexity`.
 #
 # <details><summary>Hint 1 (a nudge)</summary>How many of a window's predictions are for tokens that no earlier window scored? Keep track of where the last window ended.</details>
 # <details><summary>Hint 2 (the idea)</summary>A window [begin, end) gives end − begin − 1 predictions, of tokens begin + 1 … end − 1; the new ones are the last end − prev_end of them (all of them, for the first window). Sum the new tokens' losses over all windows and divide by how many were scored, then take exp.</details>
@@ -382,9 +384,10 @@ checks.check_sliding_perplexity(sliding_perplexity, lambda: small_model(vocab=97
 #
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
 #
-# Write `trust_ratio(w, update)`: `‖w‖ / ‖update‖`, or 1.0 when either norm is 0 (a zero-initialised tensor, or no gradient). Return a 0-d tensor.
+# Write `trust_ratio(w, update)`: the factor LAMB applies to a tensor's update so that the step's size is proportional to the weights' size, as the paragraph above describes; 1.0 when either norm is 0 (a zero-initialised tensor, or no gradient). Return a 0-d tensor.
 #
-# <details><summary>Hint</summary><code>w.norm() / update.norm()</code>, guarded by <code>if w.norm() > 0 and update.norm() > 0</code>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Which two norms does the ratio compare, and which goes on top?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary><code>w.norm() / update.norm()</code>, guarded by <code>if w.norm() > 0 and update.norm() > 0</code>.</details>
 
 # %%
 def trust_ratio(w: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
@@ -562,7 +565,7 @@ fig.show()
 #
 # **Predict, then run.** Halve the stride from 128 (windows side by side) to 64, then to 32. Will the perplexity rise, fall or stay put? And by the same amount each time?
 #
-# <details><summary>Answer (after running the next cell)</summary>It falls, by less each time. With windows side by side, the first tokens of every window are predicted from almost nothing; with stride 64 each token sees at least 128 − 64 tokens of context, with stride 32 at least 128 − 32. Extra context helps most when there is little of it. The price is compute: stride 32 runs four times as many windows.</details>
+# <details><summary>Answer (after running the next cell)</summary>It falls, by less each time. With windows side by side, the first tokens of every window are predicted from little or no context; with stride 64 each token sees at least 128 − 64 tokens of context, with stride 32 at least 128 − 32. Extra context helps most when there is little of it. The price is compute: stride 32 runs four times as many windows.</details>
 
 # %%
 from phi4lab.model.bridge import unwrap

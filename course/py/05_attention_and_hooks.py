@@ -86,7 +86,7 @@ del full_cache
 #
 # **Predict, then run.** Quadruple the prompt from 512 to 2,048 tokens. By how much does the full cache grow: 4 times, 16 times, or in between? And which part of it grows fastest?
 #
-# <details><summary>Answer (after running the next cell)</summary>In between: from 6.2 GiB to 43.4 GiB, 7.0 times. Most hook points hold one vector per token and grow 4 times, as the residual stream does; the attention patterns hold one number per *pair* of tokens, per head, and grow 16 times, from 800 MiB to 12.5 GiB; the scores before the softmax (`hook_attn_scores`) grow the same way. The longer the prompt, the more of the cache is patterns: name only what you need.</details>
+# <details><summary>Answer (after running the next cell)</summary>In between: from 6.2 GiB to 43.4 GiB, 7.0 times. Most hook points hold one vector per token and grow 4 times, as the residual stream does; the attention patterns hold one number per *pair* of tokens, per head, and grow 16 times, from 800 MiB to 12.5 GiB. The longer the prompt, the more of the cache is patterns: name only what you need.</details>
 
 # %%
 def is_pattern(name):

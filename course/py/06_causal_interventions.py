@@ -45,9 +45,10 @@ model = phi4lab.load("phi4-tiny")
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵🔵 · about 10 minutes
 #
-# Write `final_norm_logits(resid, weight, eps, W_U)`: RMSNorm over the last dimension (in fp32, with `eps` inside the square root), times `weight`, then `@ W_U`.
+# Write `final_norm_logits(resid, weight, eps, W_U)`: the logits the model would produce if the residual stream `resid` were its last one, that is, through the final RMSNorm (its `weight` and `eps`, in fp32) and the unembedding `W_U` `[d_model, vocab]`.
 #
-# <details><summary>Hint</summary><code>resid * torch.rsqrt(resid.pow(2).mean(-1, keepdim=True) + eps) * weight</code></details>
+# <details><summary>Hint 1 (a nudge)</summary>What does the model do to its final residual before the unembedding? Notebook 01's Exercise 1 wrote it.</details>
+# <details><summary>Hint 2 (nearly the answer)</summary><code>resid * torch.rsqrt(resid.pow(2).mean(-1, keepdim=True) + eps) * weight</code>, in fp32, then <code>@ W_U</code>.</details>
 
 # %%
 def final_norm_logits(resid: torch.Tensor, weight: torch.Tensor, eps: float, W_U: torch.Tensor) -> torch.Tensor:
@@ -170,7 +171,8 @@ fig.show()
 #
 # Write `zero_head_hook(head)`, which returns a hook function `hook(z, hook)` that sets head `head` of `z` to zero and returns `z`.
 #
-# <details><summary>Hint</summary><code>z[:, :, head] = 0</code></details>
+# <details><summary>Hint 1 (a nudge)</summary><code>hook_z</code> is <code>[batch, pos, head, d_head]</code>: which index selects one head at every position of every prompt?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary><code>z[:, :, head] = 0</code>, then return <code>z</code>.</details>
 
 # %%
 def zero_head_hook(head: int):
@@ -391,7 +393,8 @@ for pos in (shown, clean.shape[1] - 1):
 #
 # Write `patching_recovery(patched, clean, corrupt)`: the fraction of the clean-corrupted gap that a patched run restores. 0 means "no better than corrupted", 1 means "as good as clean". It must work element-wise on a tensor of patched values.
 #
-# <details><summary>Hint</summary>(patched − corrupt) / (clean − corrupt)</details>
+# <details><summary>Hint 1 (a nudge)</summary>Measure the patched run's distance from one end of the gap, in units of the whole gap. Which end is 0?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>(patched − corrupt) / (clean − corrupt).</details>
 
 # %%
 def patching_recovery(patched: torch.Tensor, clean: torch.Tensor, corrupt: torch.Tensor) -> torch.Tensor:

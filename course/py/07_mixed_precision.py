@@ -87,7 +87,8 @@ checks.check_exponent_mantissa_bits(exponent_mantissa_bits)
 #
 # Between 1 and 2 a format's numbers are eps apart; between 2 and 4, 2·eps apart; between 1,024 and 2,048, 1,024·eps. Write `gap_above(x, dtype)`: the distance from a positive normal number `x` to the next representable number.
 #
-# <details><summary>Hint</summary><code>torch.finfo(dtype).eps * 2 ** math.floor(math.log2(x))</code></details>
+# <details><summary>Hint 1 (a nudge)</summary>Which power of two is x between? The gap doubles at each one.</details>
+# <details><summary>Hint 2 (nearly the answer)</summary><code>torch.finfo(dtype).eps * 2 ** math.floor(math.log2(x))</code></details>
 
 # %%
 def gap_above(x: float, dtype: torch.dtype) -> float:
@@ -181,7 +182,11 @@ for dt in (torch.float32, torch.float16, torch.bfloat16):
 #
 # > Difficulty: 🔴🔴🔴⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 15 minutes
 #
-# Kahan's algorithm carries the part of each addition that rounding lost, and feeds it back into the next one. Write `kahan_sum(values)` in `values.dtype`:
+# Kahan's algorithm carries the part of each addition that rounding lost, and feeds it back into the next one. Write `kahan_sum(values)`, a sum of a 1-D tensor computed entirely in `values.dtype` (no upcasting: the point is to sum well in 16 bits), that keeps a running correction of what rounding lost.
+#
+# <details><summary>Hint 1 (a nudge)</summary>After <code>t = s + y</code> is rounded, how can you recover the part of y that did not make it into t, using only operations in the same precision?</details>
+# <details><summary>Hint 2 (the idea)</summary><code>(t - s)</code> is the part of y that was added; <code>(t - s) - y</code> is minus the part that was lost. Keep it in c, and subtract it from the next term before adding.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>
 #
 # ```
 # s = 0; c = 0
@@ -191,6 +196,7 @@ for dt in (torch.float32, torch.float16, torch.bfloat16):
 #     c = (t - s) - y    # what rounding just lost (exactly, in this precision)
 #     s = t
 # ```
+# </details>
 
 # %%
 def kahan_sum(values: torch.Tensor) -> torch.Tensor:
@@ -234,7 +240,7 @@ print("fp16, 5,000 x 0.01:", kahan_sum(torch.full((5000,), 0.01, dtype=torch.flo
 #
 # **Predict, then run.** The next cell scales random queries and keys up until the largest score is well past 65,504, and computes one attention pattern in each format. Which formats give a usable pattern?
 #
-# <details><summary>Answer (after running the next cell)</summary>fp32 and bf16, and they agree: bf16's range is fp32's, so its scores are coarse but finite. fp16 gives a row of NaN: an overflowed score is inf, and the softmax of a row holding inf is inf / inf.</details>
+# <details><summary>Answer (after running the next cell)</summary>fp32 and bf16, and they agree: bf16's range is fp32's, so its scores are coarse but finite. fp16 gives a row of NaN: an overflowed score is inf, and the softmax subtracts the row's maximum, inf, from it: inf − inf is NaN.</details>
 
 # %%
 g = torch.Generator().manual_seed(0)
@@ -250,7 +256,10 @@ for dt in (torch.float32, torch.bfloat16, torch.float16):
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
 #
-# Even with finite inputs, `exp(x)` overflows fp16 for x > 11.1. But softmax(x) = softmax(x − c) for any constant c, so subtract each row's maximum first: every exponent is then ≤ 0 and every exp ≤ 1. Write `stable_softmax(x)` over the last dimension, in `x`'s dtype.
+# Even with finite inputs, `exp(x)` overflows fp16 for x > 11.1. Write `stable_softmax(x)` over the last dimension, in `x`'s dtype, that gives the true softmax for any finite input, however large.
+#
+# <details><summary>Hint 1 (a nudge)</summary>softmax(x) = softmax(x − c) for any constant c. Which c makes every exponent safe?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>Subtract each row's maximum first: every exponent is then ≤ 0 and every exp ≤ 1; then exp and divide by the row's sum.</details>
 
 # %%
 def stable_softmax(x: torch.Tensor) -> torch.Tensor:
@@ -291,7 +300,8 @@ checks.check_stable_softmax(stable_softmax)
 #
 # Write `logit_kl(ref_logits, other_logits)`: the mean over positions of KL(p_ref ‖ p_other), with p = softmax(logits) over the last dimension. Compute it from `log_softmax`, in float64.
 #
-# <details><summary>Hint</summary>KL(p ‖ q) = Σ p · (log p − log q).</details>
+# <details><summary>Hint 1 (a nudge)</summary>Why compute from log-probabilities rather than probabilities? Think of a probability that underflows to 0.</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>KL(p ‖ q) = Σ p · (log p − log q), over the vocabulary, then the mean over positions.</details>
 
 # %%
 def logit_kl(ref_logits: torch.Tensor, other_logits: torch.Tensor) -> torch.Tensor:
@@ -320,7 +330,7 @@ checks.check_logit_kl(logit_kl)
 # %% [markdown]
 # **Predict, then run.** bf16 keeps 7 mantissa bits, fp16 10. Run phi4-tiny in each: at the last layer, how many times larger will bf16's error in the residual stream be than fp16's: about 3, about 8, or about 1,000? And will the error grow or shrink with depth?
 #
-# <details><summary>Answer (after running the next two cells)</summary>About 8, which is 2³: each missing mantissa bit doubles the rounding step. And it grows with depth, in both formats: each layer adds its own rounding to what it inherited. The paragraph after the plots says what that means for the model's output.</details>
+# <details><summary>Answer (after running the next two cells)</summary>About 8, which is 2³: each missing mantissa bit doubles the rounding step. And in bf16 it grows with depth (the cell checks it): each layer adds its own rounding to what it inherited. The paragraph after the plots says what that means for the model's output.</details>
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -160,7 +160,8 @@ print(f"mean log p(she) - log p(he) over all prompts: {pron.mean():.2f} nats "
 #
 # Write `bootstrap_ci(values, n, seed)`: a 95% percentile interval `(low, high)` for the mean of a 1-D tensor, from `n` resamples drawn with a `torch.Generator` seeded with `seed`.
 #
-# <details><summary>Hint</summary><code>torch.randint(0, len(values), (n, len(values)), generator=g)</code> gives n resamples of indices; <code>torch.quantile</code> reads percentiles.</details>
+# <details><summary>Hint 1 (a nudge)</summary>A resample draws as many values as there are, with replacement. What do you compute on each, and what do you read off the n results?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary><code>torch.randint(0, len(values), (n, len(values)), generator=g)</code> gives n resamples of indices; the means of <code>values[picks]</code>; <code>torch.quantile</code> at 0.025 and 0.975.</details>
 
 # %%
 def bootstrap_ci(values: torch.Tensor, n: int = 2000, seed: int = 0) -> tuple[float, float]:

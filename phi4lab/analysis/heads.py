@@ -173,8 +173,13 @@ def head_pair_divergence(patterns: torch.Tensor) -> torch.Tensor:
     p = p.clamp_min(0)
     entropy = lambda x: -torch.special.xlogy(x, x).sum(-1) / math.log(2)   # noqa: E731
     own = entropy(p)                                                        # [L, H, Q]
-    mixed = entropy((p[:, :, None] + p[:, None, :]) / 2)                    # [L, H, H, Q]
-    return (mixed - (own[:, :, None] + own[:, None, :]) / 2).mean(-1)
+    H = p.shape[1]
+    out = torch.zeros(p.shape[0], H, H)
+    # One pair at a time: all pairs at once would hold [L, H, H, Q, K] (tens of GB for Phi-4 at 512 tokens).
+    for a, b in itertools.combinations(range(H), 2):
+        js = (entropy((p[:, a] + p[:, b]) / 2) - (own[:, a] + own[:, b]) / 2).mean(-1)
+        out[:, a, b] = out[:, b, a] = js
+    return out
 
 
 def within_and_across_groups(patterns: torch.Tensor, n_kv_heads: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from transformers.models.phi3 import modeling_phi3
 
-from phi4lab.exercises.checking import ExerciseFailure, _raised_by, check_function
+from phi4lab.exercises.checking import CountCalls, ExerciseFailure, _raised_by, check_function, run_answer
 from phi4lab.model import config as C
 from phi4lab.model.loading import random_hf_model
 from phi4lab.scratch import architecture as A
@@ -434,7 +434,12 @@ def check_cached_attention(fn):
             if tuple(mine.shape) != tuple(full.shape):
                 raise ExerciseFailure(f"the logits have shape {tuple(mine.shape)}, expected {tuple(full.shape)}")
             err = (mine - full).abs().max().item()
-            if err > 1e-4:
+            if not torch.isfinite(mine).all():
+                first = int((~torch.isfinite(mine)).any(-1).any(0).nonzero()[0])
+                raise ExerciseFailure(f"with the cache, the logits hold NaN or inf, first at position {first} (the "
+                                      "prefill is 0-4): a row of scores masked entirely gives a softmax of NaN. Does "
+                                      "each query still see its own key?")
+            if not err <= 1e-4:
                 for message, wrong in CACHE_MISTAKES.items():
                     if torch.allclose(mine, _cache_scenario(model, wrong, chunks)[0], atol=1e-5):
                         raise ExerciseFailure(f"cached_attention: {message}")
@@ -489,13 +494,8 @@ def check_generate(fn):
         with torch.no_grad():
             expected = hf_generate(hf, prompt, n, t, k, p, seed)
             torch.manual_seed(seed)
-            try:
-                mine = fn(model, prompt.clone(), n, t, k, p, use_cache)
-            except NotImplementedError as e:
-                if _raised_by(e, fn):
-                    raise NotImplementedError("generate is still a stub: replace `raise NotImplementedError` "
-                                              "with your code") from None
-                raise
+            with CountCalls(model.embed_tokens) as steps:
+                mine = run_answer(fn, "generate", model, prompt.clone(), n, t, k, p, use_cache)
             if not isinstance(mine, torch.Tensor):
                 raise ExerciseFailure(f"return the token ids as a tensor, got {type(mine).__name__}")
             call = f"generate(model, prompt, {n}, temperature={t}, top_k={k}, top_p={p}, use_cache={use_cache})"
@@ -516,5 +516,13 @@ def check_generate(fn):
                     f"(yours {int(mine[0, prompt.shape[1] + first])}, theirs {int(expected[0, prompt.shape[1] + first])}). "
                     "Draw exactly one torch.multinomial(probs, 1) per new token, from the logits at the last "
                     "position, and feed the sampled token back in")
+            wanted = [prompt.shape[1]] + [1] * (n - 1) if use_cache else list(range(prompt.shape[1], prompt.shape[1] + n))
+            if steps.lengths != wanted:
+                how = ("the prompt once, then one new token at a time" if use_cache
+                       else "the whole sequence at every step, growing by one")
+                raise ExerciseFailure(f"{call} gave the right tokens, but the model read sequences of lengths "
+                                      f"{steps.lengths[:6]}{'...' if len(steps.lengths) > 6 else ''}; with "
+                                      f"use_cache={use_cache} it should read {how}: {wanted[:6]}"
+                                      f"{'...' if len(wanted) > 6 else ''}")
     print(f"\N{CHECK MARK} generate: token for token the same as Hugging Face's generate(do_sample=True) "
           f"with the same seed, in {len(settings)} settings, cached and not")

@@ -157,6 +157,40 @@ def _raised_by(error: BaseException, fn: Callable) -> bool:
     return code is None or (tb is not None and tb.tb_frame.f_code is code)
 
 
+def run_answer(fn: Callable, name: str, *args, **kwargs):
+    """Call a learner's function; a stub's own ``raise NotImplementedError`` says so, any other one is named.
+
+    For checks that call the learner's function themselves instead of through `check_function`.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError as e:
+        if _raised_by(e, fn):
+            raise NotImplementedError(f"{name} is still a stub: replace `raise NotImplementedError` with your "
+                                      "code") from None
+        raise ExerciseFailure(f"{name}: something your code calls raised NotImplementedError ({e or 'no message'}); "
+                              "it is not the stub's own raise, so look at the operation named in the traceback "
+                              "above") from e
+
+
+class CountCalls:
+    """Counts a module's forward calls (and the lengths of its inputs) inside a `with` block."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module, self.lengths = module, []
+
+    def __enter__(self):
+        self.handle = self.module.register_forward_hook(lambda m, args, out: self.lengths.append(args[0].shape[-1]))
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+    @property
+    def calls(self) -> int:
+        return len(self.lengths)
+
+
 def _changed_arguments(before: tuple, after: tuple) -> list[int]:
     """1-based positions of the tensor arguments that a call wrote into."""
     changed = []

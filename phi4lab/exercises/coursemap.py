@@ -47,41 +47,47 @@ class NotebookMap:
     name: str
     exercises: list[Exercise] = field(default_factory=list)
     questions: int = 0
-    solution_cells: int = 0
 
     def by_difficulty(self) -> list[int]:
         """How many exercises at difficulty 1, 2, 3, 4 and 5."""
         return [sum(e.difficulty == d for e in self.exercises) for d in range(1, 6)]
 
 
+def _unanswered(name: str, cell: int) -> str:
+    return (f"{name}, cell {cell}: a predict-then-run question without its hidden answer (<details><summary>Answer "
+            "...</summary> ... </details>, in the same markdown cell or one after it, before the next question)")
+
+
 def read_notebook(path: Path) -> NotebookMap:
     """Count one notebook's exercises (with their marks) and predict-then-run questions."""
     nb = nbformat.read(path, as_version=4)
     out = NotebookMap(Path(path).name)
-    unanswered = None                  # the cell of a question whose answer has not come yet
+    waiting = []                 # cells of the questions whose answers have not come yet, in order
     for index, cell in enumerate(nb.cells):
-        if cell.cell_type == "code":
-            out.solution_cells += bool(re.search(r"^\s*# SOLUTION\s*$", cell.source, re.M))
+        if cell.cell_type != "markdown":
             continue
-        for heading in EXERCISE.finditer(cell.source):
-            marks = MARKS.search(cell.source, heading.end())
+        headings = list(EXERCISE.finditer(cell.source))
+        for k, heading in enumerate(headings):
+            end = headings[k + 1].start() if k + 1 < len(headings) else len(cell.source)
+            marks = MARKS.search(cell.source, heading.end(), end)      # this exercise's marks, not the next one's
             if not marks:
                 raise CourseMapError(f"{out.name}, cell {index}: exercise {heading['number']} has no "
                                      "'> Difficulty: 🔴... · Importance: 🔵...' line after its heading")
             out.exercises.append(Exercise(int(heading["number"]), heading["title"],
                                           marks["difficulty"].count("🔴"), marks["importance"].count("🔵")))
-        if PREDICT in cell.source:
-            if unanswered is not None:
-                break
-            out.questions += cell.source.count(PREDICT)
-            unanswered = index
-        if unanswered is not None and ANSWER.search(cell.source.partition(PREDICT)[2] if PREDICT in cell.source
-                                                    else cell.source):
-            unanswered = None
-    if unanswered is not None:
-        raise CourseMapError(f"{out.name}, cell {unanswered}: a predict-then-run question without its hidden answer "
-                             "(<details><summary>Answer ...</summary> ... </details>, in the same markdown cell "
-                             "or one after it, before the next question)")
+        # Questions and answers in the order they appear: each answer settles the oldest open question.
+        events = sorted([(m.start(), "question") for m in re.finditer(re.escape(PREDICT), cell.source)]
+                        + [(m.start(), "answer") for m in ANSWER.finditer(cell.source)])
+        for _, kind in events:
+            if kind == "question":
+                if waiting:
+                    raise CourseMapError(_unanswered(out.name, waiting[0]))
+                out.questions += 1
+                waiting.append(index)
+            elif waiting:
+                waiting.pop(0)
+    if waiting:
+        raise CourseMapError(_unanswered(out.name, waiting[0]))
     numbers = [e.number for e in out.exercises]
     if numbers != list(range(1, len(numbers) + 1)):
         raise CourseMapError(f"{out.name}: exercises are numbered {numbers}; number them 1, 2, 3 ... in order")

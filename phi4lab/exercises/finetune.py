@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from phi4lab.exercises.checking import ExerciseFailure, check_function
+from phi4lab.exercises.checking import ExerciseFailure, check_function, run_answer
 
 # ---- Exercise 1: what LoRA trains ---------------------------------------------------------------------------
 
@@ -308,11 +308,7 @@ def check_pivotal_tokens(fn):
     cases = [([1, 1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0], 0.2), ([0, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1], 0.15),
              ([1, 0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 0], 0.2), ([1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0], 0.1)]
     for tokens, gap in cases:
-        try:
-            mine = fn(toy_success, list(tokens), gap)
-        except NotImplementedError:
-            raise NotImplementedError("pivotal_tokens is still a stub: replace `raise NotImplementedError` "
-                                      "with your code") from None
+        mine = run_answer(fn, "pivotal_tokens", toy_success, list(tokens), gap)
         expected = pivotal_tokens_reference(toy_success, tokens, gap)
         if not isinstance(mine, (list, tuple)) or list(mine) != expected:
             for message, wrong in PIVOTAL_MISTAKES.items():

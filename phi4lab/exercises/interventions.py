@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from transformer_lens.utilities import get_act_name
 
-from phi4lab.exercises.checking import ExerciseFailure, check_function
-from phi4lab.model.bridge import final_norm
+from phi4lab.exercises.checking import CountCalls, ExerciseFailure, check_function, run_answer
+from phi4lab.model.bridge import final_norm, unwrap
 from phi4lab.scratch.architecture import rms_norm
 
 # ---- Exercise 1: the logit lens by hand --------------------------------------------------------
@@ -163,12 +163,8 @@ def check_patch_position_hook(make_hook):
     for position in (4, 0, 6):
         corrupt = torch.randn(8, 7, 5, generator=g)
         kept = clean.clone()
-        try:
-            hook = make_hook(clean, position)
-            out = hook(corrupt.clone(), hook=None)
-        except NotImplementedError:
-            raise NotImplementedError("patch_position_hook is still a stub: replace `raise NotImplementedError` "
-                                      "with your code") from None
+        hook = run_answer(make_hook, "patch_position_hook", clean, position)
+        out = run_answer(hook, "patch_position_hook's hook", corrupt.clone(), hook=None)
         if out is None:
             raise ExerciseFailure("your hook returned None: return the patched activation")
         if not torch.equal(clean, kept):
@@ -227,17 +223,21 @@ def check_patch_grid(fn, model):
     names = ["blocks.0.hook_resid_pre", "blocks.2.hook_resid_pre", "blocks.3.attn.hook_z"]
     with torch.no_grad():
         expected = patch_grid_reference(model, clean, corrupt, names, metric)
-        try:
-            mine = fn(model, clean, corrupt, names, metric)
-        except NotImplementedError:
-            raise NotImplementedError("patch_grid is still a stub: replace `raise NotImplementedError` "
-                                      "with your code") from None
+        with CountCalls(unwrap(model).model.embed_tokens) as passes:
+            mine = run_answer(fn, "patch_grid", model, clean, corrupt, names, metric)
     if not isinstance(mine, torch.Tensor):
         raise ExerciseFailure(f"return a tensor [hooks, T, batch], got {type(mine).__name__}")
     if tuple(mine.shape) != tuple(expected.shape):
         raise ExerciseFailure(f"got shape {tuple(mine.shape)}, expected {tuple(expected.shape)} "
                               f"[hooks, positions, batch] for {len(names)} hooks, {clean.shape[1]} positions and "
                               f"a batch of {clean.shape[0]}")
+    if not torch.isfinite(mine).all():
+        raise ExerciseFailure("your grid holds NaN or inf: look for a division by zero, or a metric taken on "
+                              "the wrong logits")
+    if torch.allclose(mine, expected, atol=1e-4) and passes.calls > len(names) + 2:
+        raise ExerciseFailure(f"the grid is right, but it took {passes.calls} forward passes: the exercise asks for "
+                              f"one clean run and one pass per hook point, {len(names) + 1} for these {len(names)} "
+                              "hook points. Put one copy of the prompts per position in a single batch")
     if torch.allclose(mine, expected, atol=1e-4):
         print(f"\N{CHECK MARK} patch_grid: equal to {expected[..., 0].numel()} separate patches, to 1e-4, including "
               "a per-head hook point (hook_z)")

@@ -161,6 +161,11 @@ def stdlib_documents() -> list[Document]:
     return docs
 
 
+# The settings schemas of the pinned JupyterLab (constraints.txt), hashed as jupyterlab_settings_documents reads them.
+JUPYTERLAB_VERSION = "4.6.6"
+JUPYTERLAB_SETTINGS_SHA256 = "99c6ccb81ecbc45d4f472c17f498218e4638e69f3d5ea3330ca45a86d830b5ae"
+
+
 def jupyterlab_schemas_root() -> Path:
     """Where JupyterLab keeps its settings schemas: <environment>/share/jupyter/lab/schemas."""
     return Path(sys.prefix) / "share" / "jupyter" / "lab" / "schemas"
@@ -175,11 +180,20 @@ def jupyterlab_settings_documents() -> list[Document]:
     ("jupyter.lab.shortcuts", CSS selectors inside strings).
     """
     root = jupyterlab_schemas_root()
-    paths = sorted(root.rglob("*.json")) if root.is_dir() else []
+    # JupyterLab's own schemas only: a `jupyter lab build` with extensions adds theirs beside them.
+    paths = sorted((root / "@jupyterlab").rglob("*.json")) if (root / "@jupyterlab").is_dir() else []
     if not paths:
         raise SourceError(f"no JupyterLab settings schemas under {root}: this environment lacks JupyterLab. "
                           "Install the course's environment (`make lab`, or pip install -c constraints.txt -e '.[lab]')")
-    return [Document(f"settings/{p.relative_to(root).as_posix()}", "settings", _decode(p.read_bytes())) for p in paths]
+    docs = [Document(f"settings/{p.relative_to(root).as_posix()}", "settings", _decode(p.read_bytes())) for p in paths]
+    digest = hashlib.sha256("".join(f"{d.name}\n{d.text}" for d in docs).encode("utf-8")).hexdigest()
+    if digest != JUPYTERLAB_SETTINGS_SHA256:
+        import jupyterlab
+
+        raise SourceError(f"JupyterLab {jupyterlab.__version__}'s settings schemas (sha256 {digest[:16]}...) are not "
+                          f"those of JupyterLab {JUPYTERLAB_VERSION}, which the course pins and whose numbers notebook "
+                          f"08 prints: install the pinned version (pip install -c constraints.txt -e '.[lab]')")
+    return docs
 
 
 # ---------------------------------------------------------------- curation
