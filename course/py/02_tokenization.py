@@ -134,9 +134,10 @@ checks.check_merge(merge)
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵🔵 · about 10 minutes
 #
-# Write `train(text, n_merges)`: start from the UTF-8 bytes of `text`; `n_merges` times, count the pairs, take the most frequent (`max(counts, key=counts.get)`, which on a tie picks the pair seen first), record it in `merges` with id `256 + k`, and merge it everywhere. Stop early if no pair is left. Return `merges`, a dict `{pair: new_id}`. You may use `bpe.pair_counts` and `bpe.merge` (phi4lab's versions of your two functions).
+# Write `train(text, n_merges)`: learn up to `n_merges` merges from the UTF-8 bytes of `text`, the textbook way: each merge joins the pair that is most frequent at that moment (on a tie, the pair seen first) into a new id, `256`, `257`, ... in order. Return `merges`, a dict `{pair: new_id}`; stop early if no pair is left. You may use `bpe.pair_counts` and `bpe.merge` (phi4lab's versions of your two functions).
 #
-# <details><summary>Hint</summary>Recount after every merge: merging changes the neighbours of every replaced pair.</details>
+# <details><summary>Hint 1 (a nudge)</summary>After a merge, are the old pair counts still right?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>Recount after every merge: merging changes the neighbours of every replaced pair. <code>max(counts, key=counts.get)</code> picks the most frequent pair, the first seen on a tie.</details>
 
 # %%
 def train(text: str, n_merges: int) -> dict[tuple[int, int], int]:

@@ -85,9 +85,10 @@ checks.check_next_token_loss(next_token_loss)
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵🔵 · about 10 minutes
 #
-# Write `train_step(model, optimizer, tokens)`: run the Hugging Face model on the tokens, compute the loss with `phi4lab.training.loop.lm_loss` (the reference version of your function), back-propagate, step the optimizer, zero the gradients, and return the loss as a Python float.
+# Write `train_step(model, optimizer, tokens)`: one optimisation step of a Hugging Face model on a batch of tokens, with the loss of `phi4lab.training.loop.lm_loss` (the reference version of your function), leaving no gradients behind for the next step; return the loss as a Python float. The check runs two steps and compares the weights with a reference loop's.
 #
-# <details><summary>Hint</summary><code>model(tokens).logits</code>; then <code>loss.backward()</code>, <code>optimizer.step()</code>, <code>optimizer.zero_grad()</code>; return <code>loss.item()</code>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Four things happen in a step, in a fixed order. Which one, forgotten, makes the second step use the first step's gradients too?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary><code>model(tokens).logits</code>; the loss; <code>loss.backward()</code>, <code>optimizer.step()</code>, <code>optimizer.zero_grad()</code>; return <code>loss.item()</code>.</details>
 
 # %%
 def train_step(model, optimizer, tokens: torch.Tensor) -> float:

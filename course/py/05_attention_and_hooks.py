@@ -293,7 +293,8 @@ display(viz.attention_heads(planted_patterns[:, 0], [str(t) for t in rep[0].toli
 #
 # Write `previous_token_score(patterns)`: for patterns `[layers, batch, heads, query, key]`, the mean attention from each query to the key just before it, over the batch and over queries 1 onwards. Return `[layers, heads]`.
 #
-# <details><summary>Hint</summary><code>patterns.diagonal(offset=-1, dim1=-2, dim2=-1)</code> picks the entries (q, q-1), for q = 1..T-1, into a last dimension of size T-1.</details>
+# <details><summary>Hint 1 (a nudge)</summary>In a [query, key] matrix, where do the entries (q, q − 1) sit?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary><code>patterns.diagonal(offset=-1, dim1=-2, dim2=-1)</code> picks the entries (q, q-1), for q = 1..T-1, into a last dimension of size T-1; average it over the batch and that dimension.</details>
 
 # %%
 def previous_token_score(patterns: torch.Tensor) -> torch.Tensor:

@@ -460,7 +460,8 @@ print(tok.convert_ids_to_tokens(tok.encode(text, add_special_tokens=False))[:14]
 #
 # Write `assistant_labels(ids, header, end)`: `ids` is a tokenised conversation, `header` the ids of `<|im_start|>assistant<|im_sep|>` (several tokens in phi4-tiny's vocabulary), `end` the id of `<|im_end|>`. Return a list as long as `ids`: each assistant answer's tokens *and* its closing `<|im_end|>` keep their ids, everything else is -100.
 #
-# <details><summary>Hint</summary>Walk through the ids; after you see the whole header, copy ids until (and including) the next <code>end</code>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>A conversation may hold several assistant turns. What tells you that one starts, and what that it ends?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>Walk through the ids; after you see the whole header, copy ids until (and including) the next <code>end</code>.</details>
 
 # %%
 def assistant_labels(ids: list[int], header: list[int], end: int) -> list[int]:
