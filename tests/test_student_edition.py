@@ -67,3 +67,13 @@ def test_every_check_fails_on_the_student_edition(path, tmp_path):
     for cell in instructor.cells:
         if "check" in cell.metadata.get("tags", []):
             assert any("\N{CHECK MARK}" in o.get("text", "") for o in cell.outputs), cell.source
+
+
+def test_the_student_edition_drops_nbval_markers_and_keeps_the_rest():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "# NBVAL_IGNORE_OUTPUT\n# (timings depend on the machine)\nprint('NBVAL_IGNORE_OUTPUT is a marker')")])
+    student, _ = make_student(nb)
+    assert student.cells[0].source == "# (timings depend on the machine)\nprint('NBVAL_IGNORE_OUTPUT is a marker')"
+    for path in NOTEBOOKS:
+        text = "\n".join(c.source for c in make_student(nbformat.read(path, as_version=4))[0].cells)
+        assert "# NBVAL_" not in text, path.name

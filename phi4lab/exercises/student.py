@@ -15,7 +15,9 @@ Markdown cells tagged `solution` (worked solutions behind <details>) are dropped
 and the sentences that tell a reader where the solutions are (``EDITION_NOTES``)
 are rewritten to say the student edition has none.
 Outputs of exercise cells and of `check` cells are cleared, so the student edition
-shows no answers, and execution counts are reset.
+shows no answers, and execution counts are reset. The lines that only tell the test
+runner something (``# NBVAL_IGNORE_OUTPUT`` and the like) are dropped: they are
+plumbing, not lessons.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import nbformat
 START = re.compile(r"^(?P<indent>\s*)# SOLUTION\s*$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
 STUB = 'raise NotImplementedError("exercise: write your solution here")'
+# nbval's cell markers (the first line of a cell whose output nbval does not compare, and its kin).
+PLUMBING = re.compile(r"^\s*# NBVAL_[A-Z_]+\s*$")
 # Instructor-edition sentence -> what the student edition says instead.
 EDITION_NOTES = {
     "Hints and solutions sit behind the ▶ arrows.":
@@ -76,6 +80,7 @@ def make_student(nb: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, int]
             for instructor, student in EDITION_NOTES.items():
                 cell.source = cell.source.replace(instructor, student)
         if cell.cell_type == "code":
+            cell.source = "\n".join(line for line in cell.source.splitlines() if not PLUMBING.match(line))
             cell.source, blocks = strip_solutions(cell.source)
             exercises += bool(blocks)    # one exercise per stub cell, however many functions it holds
             if blocks or "check" in tags(cell):
