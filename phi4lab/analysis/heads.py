@@ -122,6 +122,34 @@ def top_heads(scores: torch.Tensor, k: int = 3) -> list[tuple[int, int, float]]:
 
 # ---- grouped-query attention
 
+def _one_prompt(patterns: torch.Tensor) -> torch.Tensor:
+    """[n_layers, n_heads, query, key] on the CPU in fp32, refused with the fix when it is not that shape."""
+    p = torch.as_tensor(patterns).detach().float().cpu()
+    if p.ndim == 5 and p.shape[1] == 1:
+        p = p[:, 0]
+    if p.ndim != 4:
+        raise ValueError(f"expected patterns [layers, heads, query, key], got {tuple(p.shape)}; "
+                         "phi4lab.viz.attention.patterns_from(model, tokens) gives them")
+    return p.clamp_min(0)
+
+
+def _entropy_bits(x: torch.Tensor) -> torch.Tensor:
+    return -torch.special.xlogy(x, x).sum(-1) / math.log(2)        # xlogy: 0 * log 0 = 0, no clamping needed
+
+
+def _js_bits(p: torch.Tensor, own: torch.Tensor, a: int, b: int) -> torch.Tensor:
+    """Jensen-Shannon divergence of heads a and b (dim 1 of p), averaged over queries: [n_layers].
+
+    JS(a, b) = H((a + b) / 2) - (H(a) + H(b)) / 2, with each head's own entropy `own` computed once.
+    """
+    return (_entropy_bits((p[:, a] + p[:, b]) / 2) - (own[:, a] + own[:, b]) / 2).mean(-1)
+
+
+def _check_groups(n_heads: int, n_kv_heads: int) -> None:
+    if n_kv_heads < 1 or n_heads % n_kv_heads:
+        raise ValueError(f"{n_heads} query heads cannot share {n_kv_heads} key/value heads evenly")
+
+
 def kv_group_divergence(patterns: torch.Tensor, n_kv_heads: int) -> torch.Tensor:
     """How differently the query heads that share a K/V head look: [n_layers, n_kv_heads], in bits.
 
@@ -131,30 +159,18 @@ def kv_group_divergence(patterns: torch.Tensor, n_kv_heads: int) -> torch.Tensor
     their attention rows, averaged over query positions and pairs. 0: the
     heads attend identically; 1: they never attend to the same tokens.
     """
-    p = torch.as_tensor(patterns).detach().float().cpu()
-    if p.ndim == 5 and p.shape[1] == 1:
-        p = p[:, 0]
-    if p.ndim != 4:
-        raise ValueError(f"expected patterns [layers, heads, query, key], got {tuple(p.shape)}; "
-                         "phi4lab.viz.attention.patterns_from(model, tokens) gives them")
-    L, H, Q, K = p.shape
-    if n_kv_heads < 1 or H % n_kv_heads:
-        raise ValueError(f"{H} query heads cannot share {n_kv_heads} key/value heads evenly")
+    p = _one_prompt(patterns)
+    L, H = p.shape[:2]
+    _check_groups(H, n_kv_heads)
     per = H // n_kv_heads
     if per == 1:
         return torch.zeros(L, n_kv_heads)
-    groups = p.reshape(L, n_kv_heads, per, Q, K).clamp_min(0)
-
-    def entropy_bits(x):                       # xlogy: 0 * log 0 = 0, no clamping needed
-        return -torch.special.xlogy(x, x).sum(-1) / torch.log(torch.tensor(2.0))
-
-    # JS(a, b) = H((a + b) / 2) - (H(a) + H(b)) / 2; each head's own entropy is computed once.
-    own = entropy_bits(groups)                                 # [L, G, per, Q]
+    own = _entropy_bits(p)                                     # [L, H, Q]
     out = torch.zeros(L, n_kv_heads)
     pairs = list(itertools.combinations(range(per), 2))
-    for a, b in pairs:
-        mixed = entropy_bits((groups[:, :, a] + groups[:, :, b]) / 2)
-        out += (mixed - (own[:, :, a] + own[:, :, b]) / 2).mean(-1)
+    for g in range(n_kv_heads):                                # only the pairs inside each group
+        for a, b in pairs:
+            out[:, g] += _js_bits(p, own, g * per + a, g * per + b)
     return out / len(pairs)
 
 
@@ -164,38 +180,34 @@ def head_pair_divergence(patterns: torch.Tensor) -> torch.Tensor:
     The baseline for kv_group_divergence: a divergence within a key/value group means
     something only beside the divergence between heads that share nothing.
     """
-    p = torch.as_tensor(patterns).detach().float().cpu()
-    if p.ndim == 5 and p.shape[1] == 1:
-        p = p[:, 0]
-    if p.ndim != 4:
-        raise ValueError(f"expected patterns [layers, heads, query, key], got {tuple(p.shape)}; "
-                         "phi4lab.viz.attention.patterns_from(model, tokens) gives them")
-    p = p.clamp_min(0)
-    entropy = lambda x: -torch.special.xlogy(x, x).sum(-1) / math.log(2)   # noqa: E731
-    own = entropy(p)                                                        # [L, H, Q]
+    p = _one_prompt(patterns)
+    own = _entropy_bits(p)                                     # [L, H, Q]
     H = p.shape[1]
     out = torch.zeros(p.shape[0], H, H)
     # One pair at a time: all pairs at once would hold [L, H, H, Q, K] (tens of GB for Phi-4 at 512 tokens).
     for a, b in itertools.combinations(range(H), 2):
-        js = (entropy((p[:, a] + p[:, b]) / 2) - (own[:, a] + own[:, b]) / 2).mean(-1)
-        out[:, a, b] = out[:, b, a] = js
+        out[:, a, b] = out[:, b, a] = _js_bits(p, own, a, b)
     return out
+
+
+def group_means(pairs: torch.Tensor, n_kv_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """From head_pair_divergence's [n_layers, H, H]: (mean over pairs sharing a K/V head, mean over pairs not).
+
+    Query head h reads key/value head h // (n_heads / n_kv_heads), as in Hugging Face's repeat_kv.
+    """
+    H = pairs.shape[-1]
+    _check_groups(H, n_kv_heads)
+    group = torch.arange(H) // (H // n_kv_heads)
+    same = (group[:, None] == group[None, :]) & ~torch.eye(H, dtype=torch.bool)
+    other = group[:, None] != group[None, :]
+    if not same.any() or not other.any():
+        raise ValueError("within and across needs at least two heads per group and at least two groups")
+    return pairs[:, same].mean(-1), pairs[:, other].mean(-1)
 
 
 def within_and_across_groups(patterns: torch.Tensor, n_kv_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean divergence per layer between heads sharing a key/value head, and between heads of different ones.
 
-    Returns (within [n_layers], across [n_layers]), in bits. Query head h reads key/value head
-    h // (n_heads / n_kv_heads), as in Hugging Face's repeat_kv.
+    Returns (within [n_layers], across [n_layers]), in bits.
     """
-    pairs = head_pair_divergence(patterns)
-    H = pairs.shape[1]
-    if n_kv_heads < 1 or H % n_kv_heads:
-        raise ValueError(f"{H} query heads cannot share {n_kv_heads} key/value heads evenly")
-    group = torch.arange(H) // (H // n_kv_heads)
-    distinct = ~torch.eye(H, dtype=torch.bool)
-    same = (group[:, None] == group[None, :]) & distinct
-    other = group[:, None] != group[None, :]
-    if not same.any() or not other.any():
-        raise ValueError("within and across needs at least two heads per group and at least two groups")
-    return pairs[:, same].mean(-1), pairs[:, other].mean(-1)
+    return group_means(head_pair_divergence(patterns), n_kv_heads)

@@ -275,15 +275,7 @@ def check_natural_induction_score(fn):
 # ---- Within a group, and across groups --------------------------------------------------------
 
 def _within_across_reference(pairs, n_kv_heads):
-    within, across = [], []
-    H = pairs.shape[-1]
-    group = torch.arange(H) // (H // n_kv_heads)
-    same = (group[:, None] == group[None, :]) & ~torch.eye(H, dtype=torch.bool)
-    other = group[:, None] != group[None, :]
-    for layer in pairs:
-        within.append(layer[same].mean())
-        across.append(layer[other].mean())
-    return torch.stack(within), torch.stack(across)
+    return heads.group_means(pairs, n_kv_heads)
 
 
 WITHIN_MISTAKES = {

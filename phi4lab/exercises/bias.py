@@ -181,43 +181,34 @@ def layer_nie_reference(model, base, alt, layer, score):
 
     base, alt: token ids [1, T_base], [1, T_alt] (lengths may differ); score(logits) -> [batch].
     """
+    return _layer_nie(model, base, alt, layer, score)
+
+
+def _layer_nie(model, base, alt, layer, score, *, position=-1, one_head_per_copy=True):
+    """The reference, and (with other arguments) the mistakes the check names."""
     name = get_act_name("z", layer)
     _, cache = model.run_with_cache(alt, names_filter=lambda n: n == name)
-    source = cache[name][0, -1]                                        # [heads, d_head]
+    source = cache[name][0, position]                                  # [heads, d_head]
     H = source.shape[0]
     heads_ = torch.arange(H)
 
     def paste(z, hook):
         z = z.clone()
-        z[heads_, -1, heads_] = source
+        if one_head_per_copy:
+            z[heads_, position, heads_] = source                       # copy h: head h only
+        else:
+            z[:, position] = source
         return z
     patched = score(model.run_with_hooks(base.repeat(H, 1), fwd_hooks=[(name, paste)]))
     return patched - score(model(base))
 
 
 def _first_position(model, base, alt, layer, score):
-    name = get_act_name("z", layer)
-    _, cache = model.run_with_cache(alt, names_filter=lambda n: n == name)
-    H = cache[name].shape[2]
-    heads_ = torch.arange(H)
-
-    def paste(z, hook):
-        z = z.clone()
-        z[heads_, 0, heads_] = cache[name][0, 0]
-        return z
-    return score(model.run_with_hooks(base.repeat(H, 1), fwd_hooks=[(name, paste)])) - score(model(base))
+    return _layer_nie(model, base, alt, layer, score, position=0)
 
 
 def _every_head(model, base, alt, layer, score):
-    name = get_act_name("z", layer)
-    _, cache = model.run_with_cache(alt, names_filter=lambda n: n == name)
-    H = cache[name].shape[2]
-
-    def paste(z, hook):
-        z = z.clone()
-        z[:, -1] = cache[name][0, -1]
-        return z
-    return score(model.run_with_hooks(base.repeat(H, 1), fwd_hooks=[(name, paste)])) - score(model(base))
+    return _layer_nie(model, base, alt, layer, score, one_head_per_copy=False)
 
 
 NIE_MISTAKES = {

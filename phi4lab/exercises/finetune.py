@@ -240,10 +240,16 @@ def check_dpo_loss(fn):
 
 def pivotal_tokens_reference(p_success, tokens, p_gap):
     """Positions of the pivotal tokens of `tokens`, found by recursive bisection, in order."""
+    return _bisect(p_success, tokens, p_gap)
+
+
+def _bisect(p_success, tokens, p_gap, *, prefix_kept=True):
+    """The reference; with prefix_kept=False, the mistake of measuring every segment after the empty prefix."""
     found = []
 
     def subdivide(start, end):                  # the segment tokens[start:end], after the prefix tokens[:start]
-        change = abs(p_success(tokens[:end]) - p_success(tokens[:start]))
+        before = list(tokens[:start]) if prefix_kept else []
+        change = abs(p_success(before + list(tokens[start:end])) - p_success(before))
         if change < p_gap:
             return
         if end - start == 1:
@@ -262,20 +268,7 @@ def _every_big_step(p_success, tokens, p_gap):
 
 
 def _right_half_from_empty_prefix(p_success, tokens, p_gap):
-    found = []
-
-    def subdivide(offset, segment):
-        if abs(p_success(segment) - p_success([])) < p_gap:
-            return
-        if len(segment) == 1:
-            found.append(offset)
-            return
-        middle = len(segment) // 2
-        subdivide(offset, segment[:middle])
-        subdivide(offset + middle, segment[middle:])
-
-    subdivide(0, list(tokens))
-    return found
+    return _bisect(p_success, tokens, p_gap, prefix_kept=False)
 
 
 PIVOTAL_MISTAKES = {
