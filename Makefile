@@ -57,7 +57,7 @@ quick: $(STAMP)
 
 # The lint gate (rules and their reasons: pyproject.toml, [tool.ruff]); CI runs it.
 lint: $(STAMP)
-	$(BIN)/ruff check phi4lab tests benchmarks conftest.py
+	$(BIN)/ruff check phi4lab tests benchmarks conftest.py site hub
 
 # Each notebook's py:percent twin in course/py/ (see course/jupytext.toml), for review. --sync takes the
 # cells from whichever of the pair was saved last and the outputs from the notebook;
@@ -78,8 +78,38 @@ notebooks-portable: $(STAMP)
 student: $(STAMP)
 	$(BIN)/phi4lab student --course course --out build/student
 
+# An nbgrader course in build/nbgrader/, one assignment per notebook, graded by phi4lab's checks in phi4lab's
+# kernel (README, "Grading a term with nbgrader"; tests/test_assignments.py runs the whole loop).
+.PHONY: assignments
+assignments: $(STAMP) kernel
+	$(BIN)/phi4lab assignments --course course --out build/nbgrader
+
 doctor: $(STAMP)
 	$(BIN)/phi4lab doctor
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
+
+# A class on this machine: JupyterHub, one JupyterLab per student, each on their own copy of the course
+# (hub/jupyterhub_config.py; README, "Running a class on JupyterHub"). By default students log in with their Unix
+# accounts, so run it as root; a local demo needs no accounts:
+#   PHI4LAB_HUB_AUTHENTICATOR=dummy PHI4LAB_HUB_SPAWNER=simple make hub     (then http://127.0.0.1:8000)
+.PHONY: hub
+hub: $(STAMP) hub/node_modules/.bin/configurable-http-proxy
+	$(BIN)/jupyterhub -f hub/jupyterhub_config.py
+
+# JupyterHub's proxy is a Node package, pinned with its dependencies in hub/package-lock.json.
+hub/node_modules/.bin/configurable-http-proxy: hub/package.json hub/package-lock.json
+	npm ci --prefix hub --no-audit --no-fund
+	touch $@
+
+# The course website in build/site/ (site/build.py; README, "The course website"): every notebook with its stored
+# outputs (none is executed), the course map, the attention views and explorers, offline search; no CDN.
+.PHONY: site
+site: $(STAMP) site/node_modules/mathjax/package.json
+	$(BIN)/python site/build.py --out build/site
+
+# MathJax, for the notebooks' formulas, is a Node package pinned in site/package-lock.json.
+site/node_modules/mathjax/package.json: site/package.json site/package-lock.json
+	npm ci --prefix site --no-audit --no-fund
+	touch $@

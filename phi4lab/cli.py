@@ -1,4 +1,4 @@
-"""The `phi4lab` command: doctor, student, course-map, build-corpus, build-tiny, build-saes, build-transcoders, build-evals."""
+"""The `phi4lab` command: doctor, student, assignments, course-map, build-corpus, build-tiny, build-saes, build-transcoders, build-evals."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     student = sub.add_parser("student", help="write the student edition of the course (stubs, no solutions)")
     student.add_argument("--course", type=Path, default=Path("course"), help="folder of instructor notebooks")
     student.add_argument("--out", type=Path, default=Path("build/student"), help="where to write the student edition")
+    assign = sub.add_parser("assignments", help="write an nbgrader course: one assignment per notebook, graded checks")
+    assign.add_argument("--course", type=Path, default=Path("course"), help="folder of instructor notebooks")
+    assign.add_argument("--out", type=Path, default=Path("build/nbgrader"), help="the nbgrader course folder to write")
     course_map = sub.add_parser("course-map", help="count each notebook's exercises and questions; write README.md's course map")
     course_map.add_argument("--course", type=Path, default=Path("course"), help="folder of instructor notebooks")
     course_map.add_argument("--readme", type=Path, default=Path("README.md"), help="the README whose table to rewrite")
@@ -92,6 +95,21 @@ def main(argv: list[str] | None = None) -> int:
         for name, n in counts.items():
             print(f"{name}: {n} exercise(s)")
         print(f"student edition written to {args.out}")
+        return 0
+    if args.command == "assignments":
+        from phi4lab.exercises.assignments import AssignmentError, build_assignments
+
+        if not args.course.is_dir():
+            print(f"no course folder at {args.course}", file=sys.stderr)
+            return 2
+        try:
+            totals = build_assignments(args.course, args.out)
+        except AssignmentError as e:
+            print(f"cannot build the assignments: {e}", file=sys.stderr)
+            return 1
+        for name, points in totals.items():
+            print(f"{name}: {points} points")
+        print(f"nbgrader course written to {args.out}: cd there and run `nbgrader generate_assignment NAME`")
         return 0
     if args.command == "course-map":
         from phi4lab.exercises import coursemap

@@ -7,8 +7,9 @@ missing is a blank cell, a widget whose front-end extension is missing shows
 offline. This test opens the notebooks in JupyterLab as a student would, runs
 every cell, and checks the page:
 
-- every plotly figure and every widget output rendered (DOM present, non-empty),
-  and every phi4lab.viz.attention view shows its images;
+- every plotly figure and every widget output rendered (DOM present, non-empty):
+  a figure shows its PNG copy, and its interactive SVG once the pointer enters it;
+  every phi4lab.viz.attention view shows its images;
 - no cell errored;
 - the browser console shows no JavaScript errors;
 - no request left the machine (every asset is served by the local server).
@@ -208,17 +209,22 @@ def test_notebook_runs_and_renders_in_jupyterlab(lab, browser, name):
     expected = {"02_tokenization.ipynb": dict(widgets=1, plotly=1),
                 "05_attention_and_hooks.ipynb": dict(widgets=1, plotly=1, views=5)}[name]
     # Front-end renderers finish after the kernel: wait for the last of each kind to appear.
-    for selector, n in ((".jp-OutputArea-output.jp-RenderedPlotly .main-svg", expected["plotly"]),
+    for selector, n in ((".jp-OutputArea-output.jp-RenderedPlotly", expected["plotly"]),
                         (".jp-OutputArea-output > .jupyter-widgets", expected["widgets"]),
                         (".p4l-att img", expected.get("views", 0))):
         if n:
             notebook.locator(selector).nth(n - 1).wait_for(state="attached", timeout=60_000)
 
-    # every plotly figure drew its SVG
+    # Every plotly figure shows its PNG copy (phi4lab.viz.figures) at once, and becomes the interactive
+    # figure when the pointer enters it: jupyterlab-plotly draws a figure whose output has a PNG on hover.
     figures = notebook.locator(".jp-OutputArea-output.jp-RenderedPlotly")
     for i in range(figures.count()):
         fig = figures.nth(i)
         fig.scroll_into_view_if_needed()
+        assert fig.locator("img.plot-img").evaluate("i => i.complete && i.naturalWidth > 0"), \
+            f"plotly figure {i} shows no PNG copy"
+        fig.hover()
+        fig.locator(".main-svg").first.wait_for(state="attached", timeout=60_000)
         assert fig.locator(".main-svg").count() > 0, f"plotly figure {i} is blank"
     # every widget rendered something (and not the "Error displaying widget" placeholder)
     widgets = notebook.locator(".jp-OutputArea-output:has(> .jupyter-widgets)")

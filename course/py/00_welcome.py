@@ -137,6 +137,10 @@ def kv_cache_bytes_per_token(cfg, bytes_per_element: int) -> int:
 from phi4lab.exercises import welcome as checks
 
 checks.check_kv_cache_bytes_per_token(kv_cache_bytes_per_token)
+### BEGIN HIDDEN TESTS
+held = C.scaled(d_model=160, n_layers=5, n_kv_heads=5, num_attention_heads=10, vocab_size=3000)
+checks.held_out(kv_cache_bytes_per_token, [(held, 2), (held, 1)])
+### END HIDDEN TESTS
 
 # %% [markdown] tags=["solution"]
 # <details><summary>Solution</summary>
@@ -211,6 +215,9 @@ def count_parameters(cfg) -> int:
 
 # %% tags=["check"]
 checks.check_count_parameters(count_parameters)
+### BEGIN HIDDEN TESTS
+checks.held_out(count_parameters, [(C.scaled(d_model=160, n_layers=5, n_kv_heads=5, num_attention_heads=10, vocab_size=3000),), (C.scaled(d_model=96, n_layers=4, n_kv_heads=1, num_attention_heads=6, vocab_size=500),)])
+### END HIDDEN TESTS
 print(f"Phi-4: {count_parameters(C.PHI4):,} parameters")
 
 # %% [markdown] tags=["solution"]
@@ -278,6 +285,9 @@ def sequences_that_fit(cfg, gpu_bytes: int, context: int, bytes_per_element: int
 
 # %% tags=["check"]
 checks.check_sequences_that_fit(sequences_that_fit)
+### BEGIN HIDDEN TESTS
+checks.held_out(sequences_that_fit, [(C.scaled(d_model=160, n_layers=5, n_kv_heads=5, num_attention_heads=10, vocab_size=3000), 10**7, 512, 2), (C.PHI4, 100 * 10**9, 8192, 2)])
+### END HIDDEN TESTS
 
 # %% [markdown] tags=["solution"]
 # <details><summary>Solution</summary>
@@ -325,6 +335,9 @@ def forward_flops_per_token(cfg) -> int:
 
 # %% tags=["check"]
 checks.check_forward_flops_per_token(forward_flops_per_token)
+### BEGIN HIDDEN TESTS
+checks.held_out(forward_flops_per_token, [(C.scaled(d_model=160, n_layers=5, n_kv_heads=5, num_attention_heads=10, vocab_size=3000),), (C.scaled(d_model=96, n_layers=4, n_kv_heads=1, num_attention_heads=6, vocab_size=500),)])
+### END HIDDEN TESTS
 print(f"Phi-4: {forward_flops_per_token(C.PHI4) / 1e9:.1f} GFLOP per token")
 
 # %% [markdown] tags=["solution"]
@@ -354,6 +367,9 @@ def attention_flops_per_token(cfg, context: int) -> int:
 
 # %% tags=["check"]
 checks.check_attention_flops_per_token(attention_flops_per_token)
+### BEGIN HIDDEN TESTS
+checks.held_out(attention_flops_per_token, [(C.scaled(d_model=160, n_layers=5, n_kv_heads=5, num_attention_heads=10, vocab_size=3000), 300), (C.PHI4, 2048)])
+### END HIDDEN TESTS
 for context in (4096, 16384):
     a = attention_flops_per_token(C.PHI4, context)
     print(f"Phi-4 at {context:6,d} tokens of context: attention {a / 1e9:4.1f} GFLOP, "

@@ -250,7 +250,9 @@ plt.tight_layout(); plt.show()
 #
 # Write `split_qkv(qkv, n_heads, n_kv_heads, head_dim)`: from `[batch, T, (n_heads + 2·n_kv_heads)·head_dim]` return `q` `[batch, n_heads, T, head_dim]` and `k`, `v` `[batch, n_kv_heads, T, head_dim]`.
 #
-# <details><summary>Hint</summary><code>qkv.split([q_size, kv_size, kv_size], dim=-1)</code>, then <code>rearrange(t, "b t (h d) -> b h t d", h=...)</code>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>In what order do the query, key and value columns sit along the last dimension, and how wide is each part? Within one part, are one head's head_dim values next to each other?</details>
+# <details><summary>Hint 2 (the idea)</summary>Cut the last dimension into n_heads·head_dim, n_kv_heads·head_dim and n_kv_heads·head_dim values (Q, then K, then V). Unflatten each part into (heads, head_dim), head first, and move the head axis in front of T.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>qkv.split([q_size, kv_size, kv_size], dim=-1)</code>, then <code>rearrange(t, "b t (h d) -> b h t d", h=...)</code> on each part.</details>
 
 # %%
 def split_qkv(qkv: torch.Tensor, n_heads: int, n_kv_heads: int, head_dim: int):
@@ -285,6 +287,9 @@ checks.check_split_qkv(split_qkv)
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 5 minutes
 #
 # Write `repeat_kv(x, n_rep)`: `[b, KV, T, d]` → `[b, KV·n_rep, T, d]`, where key/value head *g* is repeated for query heads *g·n_rep* … *g·n_rep + n_rep − 1*.
+#
+# <details><summary>Hint 1 (a nudge)</summary>Should one key/value head's copies sit next to each other, or should the whole set of key/value heads be repeated one set after another? Along which axis?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>Consecutive copies along the head axis: <code>repeat_interleave(n_rep, dim=1)</code>. (<code>repeat</code> would deal the heads out in turn, which is the other layout.)</details>
 
 # %%
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -316,8 +321,9 @@ checks.check_repeat_kv(repeat_kv)
 #
 # Write `causal_attention(q, k, v)` for `q` `[b, H, T, d]` and `k`, `v` `[b, KV, T, d]`: every query head's attention over the keys of its own key/value head, no query seeing a later key, with the softmax in fp32 as Hugging Face computes it. Return the weighted values `[b, H, T, d]`.
 #
-# <details><summary>Hint 1 (a nudge)</summary>Make K and V one per query head first (your <code>repeat_kv</code>). What scale keeps the scores' size independent of d?</details>
-# <details><summary>Hint 2 (nearly the answer)</summary>scores = q kᵀ / √d; fill the entries above the diagonal (key after query) with −∞, <code>torch.ones(T, T, dtype=torch.bool).triu(1)</code>; <code>scores.float().softmax(-1).to(q.dtype) @ v</code>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Each query head needs its group's keys and values: how do you give K and V as many heads as Q? What scale keeps the scores' size independent of d? Which scores must the causal mask remove?</details>
+# <details><summary>Hint 2 (the idea)</summary>Expand K and V with your repeat_kv, by H / KV. The scores q kᵀ / √d are [b, H, T, T] (query, key); give every key that comes after its query the score −∞, take the softmax over the keys in fp32, cast back to q's dtype, and weight the values with it.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>scores = q kᵀ / √d; fill the entries above the diagonal (key after query) with −∞, <code>torch.ones(T, T, dtype=torch.bool).triu(1)</code>; <code>scores.float().softmax(-1).to(q.dtype) @ v</code>.</details>
 
 # %%
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -407,11 +413,15 @@ checks.check_gated_mlp(gated_mlp)
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵🔵 · about 10 minutes
 #
-# Write `block_forward(x, layer, cos, sin)` using `layer.input_layernorm(x)`, `layer.self_attn(h, cos, sin)`, `layer.post_attention_layernorm(h)` and `layer.mlp(h)`.
+# Write `block_forward(x, layer, cos, sin)`: the output of one pre-norm block for the residual stream `x` `[batch, T, d_model]`, same shape, built from the block's four pieces `layer.input_layernorm`, `layer.self_attn(h, cos, sin)`, `layer.post_attention_layernorm` and `layer.mlp`.
+#
+# <details><summary>Hint 1 (a nudge)</summary>In a pre-norm block, does a sub-layer read the stream or a normalised copy of it? And is its output added to the normalised copy or to the stream?</details>
+# <details><summary>Hint 2 (the idea)</summary>Two residual steps, attention first: each sub-layer reads its own norm of the current stream, and its output is added to the un-normalised stream. The MLP's step starts from the stream as attention left it.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>h = x + layer.self_attn(layer.input_layernorm(x), cos, sin)</code>; the MLP's step does the same to <code>h</code> with <code>post_attention_layernorm</code> and <code>mlp</code>.</details>
 
 # %%
 def block_forward(x: torch.Tensor, layer: A.Block, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    '''Pre-norm: h = x + attn(norm1(x)); out = h + mlp(norm2(h)).'''
+    '''The output of one pre-norm block: the residual stream after attention and the MLP have added to it.'''
     # SOLUTION
     h = x + layer.self_attn(layer.input_layernorm(x), cos, sin)
     return h + layer.mlp(layer.post_attention_layernorm(h))
@@ -442,7 +452,11 @@ checks.check_block(block_forward)
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵🔵 · about 10 minutes
 #
-# Write `forward(model, tokens)`: the rotary angles for positions 0 … T−1 (use `C.head_dim(model.cfg)` and `model.theta`), the embedding (`model.embed_tokens`), every block with your `block_forward`, the final norm (`model.norm`) and the unembedding (`model.lm_head`). Return logits `[batch, T, vocab]`.
+# Write `forward(model, tokens)`: the logits `[batch, T, vocab]` of the from-scratch model for `tokens` `[batch, T]`, computed with your `rotary_cos_sin` and `block_forward`. The model's parts are `model.embed_tokens`, `model.layers`, `model.norm` and `model.lm_head`; `C.head_dim(model.cfg)` and `model.theta` are the rotary angles' head size and base.
+#
+# <details><summary>Hint 1 (a nudge)</summary>Which positions do the tokens have, and does any layer need different rotary angles from another? What has to happen to the last block's output before the unembedding?</details>
+# <details><summary>Hint 2 (the idea)</summary>Compute cos and sin once, for positions 0 … T−1, and pass the same pair to every block. Embed the tokens, run the blocks in order with block_forward, then apply the final norm and the unembedding.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>cos, sin = rotary_cos_sin(torch.arange(tokens.shape[-1]), C.head_dim(model.cfg), model.theta)</code>; <code>x = model.embed_tokens(tokens)</code>; <code>x = block_forward(x, layer, cos, sin)</code> for each <code>layer</code> in <code>model.layers</code>; <code>model.lm_head(model.norm(x))</code>.</details>
 
 # %%
 def forward(model: A.Phi4, tokens: torch.Tensor) -> torch.Tensor:

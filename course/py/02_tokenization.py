@@ -30,9 +30,11 @@ from phi4lab.recipes import corpus
 from phi4lab.viz import tokens as X
 from phi4lab.model.tokenizer import cl100k_ranks, phi4_tokenizer, tiktoken_encoding
 from phi4lab.doctor import require
+from phi4lab.viz.figures import use_static_fallbacks
 from phi4lab.exercises import tokenization as checks
 
 require()
+use_static_fallbacks()   # each plotly figure also keeps a PNG copy, for viewers without plotly's JavaScript
 _ = torch.manual_seed(0)
 phi4 = X.phi4()
 

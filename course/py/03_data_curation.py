@@ -20,9 +20,11 @@ import torch
 import plotly.graph_objects as go
 from phi4lab.recipes import corpus
 from phi4lab.doctor import require
+from phi4lab.viz.figures import use_static_fallbacks
 from phi4lab.exercises import curation as checks
 
 require()
+use_static_fallbacks()   # each plotly figure also keeps a PNG copy, for viewers without plotly's JavaScript
 _ = torch.manual_seed(0)
 
 # %% [markdown]

@@ -31,9 +31,11 @@ from phi4lab.recipes import corpus
 from phi4lab.recipes import tiny
 from phi4lab.training import loop as T
 from phi4lab.doctor import require
+from phi4lab.viz.figures import use_static_fallbacks
 from phi4lab.exercises import pretraining as checks
 
 require()
+use_static_fallbacks()   # each plotly figure also keeps a PNG copy, for viewers without plotly's JavaScript
 _ = torch.manual_seed(0)
 DATA = Path(phi4lab.__file__).parents[1] / "data"
 

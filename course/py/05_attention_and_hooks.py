@@ -29,11 +29,13 @@ from phi4lab.recipes import tiny
 from phi4lab.viz import attention as viz
 from phi4lab.analysis import heads, planted
 from phi4lab.doctor import require
+from phi4lab.viz.figures import use_static_fallbacks
 from phi4lab.exercises import attention as checks
 from phi4lab.analysis.cache_plan import plan_cache, run_with_plan
 from phi4lab.model.memory import human_bytes
 
 require()
+use_static_fallbacks()   # each plotly figure also keeps a PNG copy, for viewers without plotly's JavaScript
 _ = torch.manual_seed(0)
 model = phi4lab.load("phi4-tiny")          # the trained twin: 4 layers, 8 query heads over 2 KV heads
 print(C.describe(model.original_model.config))

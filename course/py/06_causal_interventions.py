@@ -25,9 +25,11 @@ from phi4lab.recipes import corpus
 from phi4lab.bias import bootstrap
 from phi4lab.analysis import ablate_heads, direct_logit_attribution, heads, logit_lens, next_token_losses, patch, planted
 from phi4lab.doctor import require
+from phi4lab.viz.figures import use_static_fallbacks
 from phi4lab.exercises import interventions as checks
 
 require()
+use_static_fallbacks()   # each plotly figure also keeps a PNG copy, for viewers without plotly's JavaScript
 _ = torch.manual_seed(0)
 torch.set_grad_enabled(False)     # we read and intervene, never train: no autograd graphs to build
 model = phi4lab.load("phi4-tiny")

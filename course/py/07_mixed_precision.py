@@ -28,9 +28,11 @@ from phi4lab.recipes import corpus
 from phi4lab.training import precision as P
 from phi4lab.model.config import scaled
 from phi4lab.doctor import require
+from phi4lab.viz.figures import use_static_fallbacks
 from phi4lab.exercises import precision as checks
 
 require()
+use_static_fallbacks()   # each plotly figure also keeps a PNG copy, for viewers without plotly's JavaScript
 _ = torch.manual_seed(0)
 
 # %% [markdown]

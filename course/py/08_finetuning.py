@@ -83,6 +83,9 @@ print("phi4-tiny:", {k: round(v, 1) for k, v in base_ppl.items()})
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
 #
 # Write `lora_parameters(in_features, out_features, r)`: the number of trainable numbers LoRA adds to one linear layer.
+#
+# <details><summary>Hint 1 (a nudge)</summary>W is frozen, so which tensors does LoRA train? What are their shapes?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>A is [r, in] and B is [out, r]: r·in numbers plus r·out numbers; W adds none.</details>
 
 # %%
 def lora_parameters(in_features: int, out_features: int, r: int) -> int:
@@ -237,11 +240,14 @@ for r in results.values():          # a gain on the settings, a loss elsewhere: 
 #
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
 #
-# Write `merge(W, A, B, alpha, r)`: the merged weight of a LoRA layer.
+# Write `merge(W, A, B, alpha, r)`: the merged weight of a LoRA layer, `[out, in]` like `W`.
+#
+# <details><summary>Hint 1 (a nudge)</summary>The adapted layer computes W x + (α / r) B A x. Which single matrix, applied to x, gives the same output?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>Factor out x: the product B @ A is [out, in] like W; scale it by alpha / r and add it to W.</details>
 
 # %%
 def merge(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, alpha: float, r: int) -> torch.Tensor:
-    '''W + (alpha / r) B A.'''
+    '''The merged weight [out, in]: one matrix that computes the frozen layer and its adapter together.'''
     # SOLUTION
     return W + (alpha / r) * (B @ A)
     # END SOLUTION
@@ -311,10 +317,14 @@ print("largest:", max(norms, key=norms.get), f"{max(norms.values()):.3f}")
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 10 minutes
 #
 # Write `attention_change(p, q)`: `p` and `q` are patterns `[batch, heads, query, key]`. Return, per head, the total variation distance between p's and q's distribution over keys, averaged over batch and query positions: shape `[heads]`.
+#
+# <details><summary>Hint 1 (a nudge)</summary>The total variation distance between two distributions is a fraction of which familiar distance? Along which axis does each distribution live, and which axes are averaged away?</details>
+# <details><summary>Hint 2 (the idea)</summary>TV(p, q) = ½ Σ over keys |p − q|, so it lies between 0 and 1. Sum over the key axis (the last), then average over the batch and query axes, which leaves the head axis.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>0.5 * (p - q).abs().sum(-1)</code> is [batch, heads, query]; take its <code>.mean(dim=(0, 2))</code>.</details>
 
 # %%
 def attention_change(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    '''[heads]: mean over batch and queries of 0.5 * sum over keys |p - q|.'''
+    '''[heads]: each head's total variation distance between p and q over keys, averaged over batch and queries.'''
     # SOLUTION
     return 0.5 * (p - q).abs().sum(-1).mean(dim=(0, 2))
     # END SOLUTION
@@ -383,10 +393,13 @@ plt.xticks(range(len(labels)), labels, rotation=30, fontsize=7); plt.ylabel("set
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
 #
 # Write `fraction_explained(base, full, partial)`: losses with no adapter, with the whole adapter, and with one layer's adapter. Return the share of the improvement the partial adapter recovers.
+#
+# <details><summary>Hint 1 (a nudge)</summary>An improvement is measured from which loss? What is the whole adapter's improvement, and what is one layer's?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>Both are drops from the base loss: base − full for the whole adapter, base − partial for one layer's. The share is the second divided by the first (1 if the layer explains the whole gain).</details>
 
 # %%
 def fraction_explained(base: float, full: float, partial: float) -> float:
-    '''(base - partial) / (base - full).'''
+    '''The share of the whole adapter's loss improvement that the partial adapter recovers.'''
     # SOLUTION
     return (base - partial) / (base - full)
     # END SOLUTION

@@ -62,6 +62,9 @@ print("names:", t["names"])
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵⚪⚪⚪ · about 5 minutes
 #
 # Write `fill_frame(frame, occupation)`. A frame without the `{occupation}` slot, or with two, must raise `ValueError` with a message naming the slot: a typo in a frame would otherwise silently probe the wrong sentence.
+#
+# <details><summary>Hint 1 (a nudge)</summary>A plain replace fills no slot, or two, without complaint. What can you measure about the frame before you fill it?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>Count the slots with <code>frame.count("{occupation}")</code>; unless there is exactly one, raise <code>ValueError</code> with a message that contains <code>{occupation}</code> (in an f-string, write it <code>{{occupation}}</code>). Then <code>frame.replace("{occupation}", occupation)</code>.</details>
 
 # %%
 def fill_frame(frame: str, occupation: str) -> str:
@@ -108,7 +111,9 @@ for w in [" he", " she", " John", " Mary", " Elizabeth"]:
 #
 # `log_probs` is the model's log-softmax output `[seq_len, vocab]` for the prompt followed by the word; the prompt has `start` tokens and the word's ids are `word_ids`. Return log p(word | prompt).
 #
-# <details><summary>Hint</summary>Row i of the output predicts token i + 1. The word's k-th piece sits at position start + k.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Which row of log_probs holds the prediction for the token at position p? And how does a word of several pieces get its probability from theirs?</details>
+# <details><summary>Hint 2 (the idea)</summary>Row i predicts token i + 1, and the word's k-th piece sits at position start + k, so its log-prob is in row start + k − 1, at the piece's id. The word's probability is the product of its pieces' probabilities: add their log-probs.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>Loop over <code>enumerate(word_ids)</code> and add up <code>log_probs[start - 1 + k, t]</code>.</details>
 
 # %%
 def word_logprob(log_probs: torch.Tensor, start: int, word_ids: list[int]) -> torch.Tensor:
@@ -289,10 +294,13 @@ assert stereo_name_corr["low"] < base_name_corr["high"] and base_name_corr["low"
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 5 minutes
 #
 # Write `diff_of_means(X, y)`: `X` is `[examples, d_model]`, `y` is 1 for female subjects and 0 for male. Return the mean of the female rows minus the mean of the male rows, unnormalised (its length is the distance between the class means, which we reuse for steering).
+#
+# <details><summary>Hint 1 (a nudge)</summary>How do you pick out the female rows of X with y? Over which dimension is a class's mean taken?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>Boolean indexing: <code>X[y == 1]</code> holds the female rows. Average them over dim 0 (the examples), do the same for <code>y == 0</code>, and subtract the male mean from the female one, without normalising.</details>
 
 # %%
 def diff_of_means(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    '''mean(X[y == 1]) - mean(X[y == 0]).'''
+    '''The female rows' mean minus the male rows' mean: [d_model], unnormalised.'''
     # SOLUTION
     return X[y == 1].mean(0) - X[y == 0].mean(0)
     # END SOLUTION
@@ -320,6 +328,10 @@ checks.check_diff_of_means(diff_of_means)
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
 #
 # Write `control_labels(words, seed)`: a 0/1 label per element of `words`, random per word *type* (the same word always gets the same label), with half of the types labelled 1. Use `random.Random(seed)`.
+#
+# <details><summary>Hint 1 (a nudge)</summary>The labels belong to word types, not to occurrences: what do you label first, and how does each element of words then get its label? How do you make exactly half of the types 1, at random?</details>
+# <details><summary>Hint 2 (the idea)</summary>Take the distinct words in a fixed order (sorted, so that the seed alone decides the labels). Make a list with one label per type, half of them ones, shuffle it with <code>random.Random(seed)</code>, pair it with the types in a dict, and look each word up.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>types = sorted(set(words))</code>; <code>labels = [1] * (len(types) // 2) + [0] * (len(types) - len(types) // 2)</code>; <code>random.Random(seed).shuffle(labels)</code>; <code>by_type = dict(zip(types, labels))</code>.</details>
 
 # %%
 def control_labels(words: list[str], seed: int = 0) -> torch.Tensor:
@@ -405,7 +417,8 @@ plt.show()
 # `bias.head_mediation` patches one head at a time: 32 forward passes per pair on phi4-tiny, 1,600 on Phi-4. Write `layer_nie(model, base, alt, layer, score)`: the indirect effect of every head of one layer, for one pair of prompts (`base`, `alt`: token ids `[1, T]`, possibly of different lengths), with one forward pass for the patched runs. The indirect effect of head h is `score` of the base run with head h's output (`hook_z`) at the last position taken from the alternative run, minus `score` of the plain base run; `score(logits)` returns one number per prompt of a batch. Return `[n_heads]`.
 #
 # <details><summary>Hint 1 (a nudge)</summary>One forward pass with as many copies of the base prompt as there are heads. What should the hook do to copy h?</details>
-# <details><summary>Hint 2 (the idea)</summary>Cache the alternative run's <code>hook_z</code> of that layer and keep its last position, [heads, d_head]. In the hook, write head h's vector into copy h, at the last position, head h, and only there: <code>z[arange(H), -1, arange(H)] = source</code>.</details>
+# <details><summary>Hint 2 (the idea)</summary>Cache the alternative run's <code>hook_z</code> of that layer and keep its last position, [heads, d_head]. In the hook, write head h's vector into copy h, at the last position, head h, and only there. The base run without the hook gives the number to subtract.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>Run <code>base.repeat(H, 1)</code> with a hook that clones <code>z</code> and sets <code>z[arange(H), -1, arange(H)] = source</code>; the answer is <code>score</code> of that run minus <code>score(model(base))</code>.</details>
 
 # %%
 def layer_nie(model, base: torch.Tensor, alt: torch.Tensor, layer: int, score) -> torch.Tensor:
@@ -522,6 +535,10 @@ assert abs(yours[0] - best["share"]) < 1e-4
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
 #
 # Write `add_direction(resid, direction, alpha)`: given `resid` `[batch, pos, d_model]`, return a copy with `alpha * direction` added at the **last** position only. Do not modify `resid` in place.
+#
+# <details><summary>Hint 1 (a nudge)</summary>Which index selects the last position of every sequence in the batch? And what must happen to a tensor you were given before you write into it?</details>
+# <details><summary>Hint 2 (the idea)</summary>Clone <code>resid</code>, then add alpha times the direction to the slice at position −1 of every batch row; the direction, [d_model], broadcasts over the batch.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>out = resid.clone()</code>; <code>out[:, -1] += alpha * direction</code>.</details>
 
 # %%
 def add_direction(resid: torch.Tensor, direction: torch.Tensor, alpha: float) -> torch.Tensor:

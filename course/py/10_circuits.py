@@ -78,8 +78,9 @@ print(f"{n_pairs} pairs of {clean.shape[1]} tokens; logit(A) - logit(B): clean m
 #
 # Write `head_dla(z, W_O, scale, weight, u)`: `z` is one layer's `[n_heads, d_head]` at one position, `W_O` its `[n_heads, d_head, d_model]`, `scale` the final residual's RMS there, `weight` the final norm's weight `[d_model]`, `u` the answer's column of W_U. Return `[n_heads]`.
 #
-# <details><summary>Hint 1</summary>Head h writes <code>z[h] @ W_O[h]</code> into the residual stream: <code>torch.einsum("hd,hdm->hm", z, W_O)</code>.</details>
-# <details><summary>Hint 2</summary>Then divide by the shared scale, multiply by the weight, and dot with <code>u</code>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>What does head h add to the residual stream, and what does the final norm do to it before W_U reads it? Which of those steps are shared by all heads?</details>
+# <details><summary>Hint 2 (the idea)</summary>Head h writes z[h] through its own slice W_O[h]: a [d_model] vector. With the scale frozen, the final norm divides that vector by the shared scale and multiplies it element-wise by the weight; its share of the logit is its dot product with u.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>torch.einsum("hd,hdm->hm", z, W_O)</code> is every head's write at once, [n_heads, d_model]; then <code>/ scale * weight</code> and <code>@ u</code>.</details>
 
 # %%
 def head_dla(z: torch.Tensor, W_O: torch.Tensor, scale: torch.Tensor, weight: torch.Tensor,
@@ -129,11 +130,13 @@ assert (dla[3] > 0.5).all(), "every layer-3 head should push A up directly"
 #
 # Write `copying_score(A, B)` for the circuit A @ B, with A `[n, r]` and B `[r, n]`, without forming A @ B.
 #
-# <details><summary>Hint</summary><code>torch.linalg.eigvals(B @ A)</code> is r × r. Eigenvalues of a real matrix come in complex-conjugate pairs.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Which small matrix has the same nonzero eigenvalues as A @ B? And what kind of numbers can the eigenvalues of a real, non-symmetric matrix be?</details>
+# <details><summary>Hint 2 (the idea)</summary>Take the eigenvalues of B @ A, which is r × r. They can be complex, in conjugate pairs, so their sum is real: take its real part, and divide by the sum of their moduli |a + bi| (not of their real parts).</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>eig = torch.linalg.eigvals(B @ A)</code>; then <code>eig.sum().real / eig.abs().sum()</code>.</details>
 
 # %%
 def copying_score(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    '''sum(eigenvalues) / sum(|eigenvalues|) of A @ B, from the eigenvalues of B @ A.'''
+    '''Elhage et al.'s copying score of the circuit A @ B, computed without forming A @ B.'''
     # SOLUTION
     eig = torch.linalg.eigvals(B @ A)
     return eig.sum().real / eig.abs().sum()
@@ -163,7 +166,9 @@ checks.check_copying_score(copying_score)
 #
 # Write `self_top_fraction(A, B, chunk)`: the share of rows t of A @ B (for a square circuit) whose largest entry is in column t, forming `chunk` rows at a time so that memory stays at chunk × n.
 #
-# <details><summary>Hint</summary><code>(A[start:start + chunk] @ B).argmax(-1)</code> against <code>torch.arange(start, start + chunk)</code>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Which rows of A @ B does one chunk of A's rows give you, and which column must row t's largest entry be in? Over which axis is that argmax taken?</details>
+# <details><summary>Hint 2 (the idea)</summary>Step through A's rows chunk by chunk; multiply each chunk by B to get those rows of the circuit. Take each row's argmax over the columns and compare it with the row's own index in the whole matrix (the chunk's start plus its offset). Count the hits over all chunks and divide by the number of rows; the last chunk may be shorter.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>rows = (A[start:start + chunk] @ B).argmax(-1)</code>, compared with <code>torch.arange(start, start + len(rows))</code>, for <code>start</code> in <code>range(0, A.shape[0], chunk)</code>.</details>
 
 # %%
 def self_top_fraction(A: torch.Tensor, B: torch.Tensor, chunk: int) -> float:
@@ -232,8 +237,9 @@ print(f"the planted induction head L1H3, for comparison: {circuits.copying_score
 #
 # Write `qk_by_offset(q, k, theta, max_offset)`: q and k are one query and one key `[d_head]`; return `[max_offset + 1]`, entry r the score of the query against the key r tokens back, divided by sqrt(d_head). Use `rotary_cos_sin(positions, d_head, theta)` and `rotate_half` from `phi4lab.scratch.architecture` (notebook 01 built them).
 #
-# <details><summary>Hint 1</summary>Rotate the query by the offset and leave the key where it is: R_r q · k.</details>
-# <details><summary>Hint 2</summary><code>cos, sin = rotary_cos_sin(torch.arange(max_offset + 1), q.shape[-1], theta)</code> gives one row per offset; <code>q * cos + rotate_half(q) * sin</code> broadcasts q over the rows.</details>
+# <details><summary>Hint 1 (a nudge)</summary>The score depends only on the offset. Which of the two vectors can stay unrotated, and by how many steps must the other one turn for a key r tokens back?</details>
+# <details><summary>Hint 2 (the idea)</summary>Rotate the query by the offset and leave the key where it is: R_r q · k, for every r at once, divided by sqrt(d_head).</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>cos, sin = rotary_cos_sin(torch.arange(max_offset + 1), q.shape[-1], theta)</code> gives one row per offset; <code>q * cos + rotate_half(q) * sin</code> broadcasts q over the rows.</details>
 
 # %%
 from phi4lab.scratch.architecture import rotary_cos_sin, rotate_half
@@ -299,12 +305,13 @@ ax.legend(fontsize=7, ncol=4); plt.tight_layout(); plt.show()
 #
 # Write `k_composition(W_V, W_O, W_K)` for one sender head (its group's `W_V` `[d_model, d_head]`, its own `W_O` `[d_head, d_model]`) and one receiver group (`W_K` `[d_model, d_head]`), all with norm weights already folded in.
 #
-# <details><summary>Hint 1</summary><code>torch.linalg.matrix_norm</code> is the Frobenius norm by default.</details>
-# <details><summary>Hint 2</summary>The sender's norm is that of the product W_V @ W_O, not of each factor.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Which single matrix is the sender's whole map from the residual stream to the residual stream? Which product then says how much of what it writes the receiver's keys read?</details>
+# <details><summary>Hint 2 (the idea)</summary>W_A is the sender's W_OV = W_V W_O and W_B is W_K: the score is ‖W_OV W_K‖ / (‖W_OV‖ ‖W_K‖), all Frobenius norms. The sender's norm is that of the product W_V W_O, not of each factor.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>W_OV = W_V @ W_O</code>; <code>torch.linalg.matrix_norm</code> is the Frobenius norm by default: <code>matrix_norm(W_OV @ W_K) / (matrix_norm(W_OV) * matrix_norm(W_K))</code>.</details>
 
 # %%
 def k_composition(W_V: torch.Tensor, W_O: torch.Tensor, W_K: torch.Tensor) -> torch.Tensor:
-    '''||W_V W_O W_K||_F / (||W_V W_O||_F ||W_K||_F).'''
+    '''The K-composition score of one sender head into one receiver key/value group.'''
     # SOLUTION
     W_OV = W_V @ W_O
     return torch.linalg.matrix_norm(W_OV @ W_K) / (torch.linalg.matrix_norm(W_OV) * torch.linalg.matrix_norm(W_K))
@@ -382,7 +389,9 @@ print(f"TransformerLens' K-composition from layer 2 into layer 3: {tl_k[2].min()
 #
 # Write `freeze_hook(corrupt_z, clean_z, senders)`, which returns a hook `hook(z, hook)` for one layer's `hook_z` `[batch, pos, head, d_head]`: every head's output from `corrupt_z`, except the heads listed in `senders` (this layer's sender heads), from `clean_z`. Leave both caches as they are.
 #
-# <details><summary>Hint</summary>Start from <code>corrupt_z.clone()</code>, not from <code>z</code>; the head axis is axis 2.</details>
+# <details><summary>Hint 1 (a nudge)</summary>In this run every head is frozen: does the hook need the activation z it is given at all? And how do you build the result without writing into either cache?</details>
+# <details><summary>Hint 2 (the idea)</summary>Start from a copy of the corrupted activation, not from <code>z</code>, and overwrite the senders' slice along the head axis (axis 2) with the clean activation's. <code>freeze_hook</code> returns the inner function; the inner function returns the new tensor.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>Inside <code>hook(z, hook)</code>: <code>out = corrupt_z.clone()</code>; <code>out[:, :, senders] = clean_z[:, :, senders]</code>; return <code>out</code>.</details>
 
 # %%
 def freeze_hook(corrupt_z: torch.Tensor, clean_z: torch.Tensor, senders: list[int]):
@@ -516,7 +525,9 @@ plt.tight_layout(); plt.show()
 #
 # Write `attribution_estimate(clean_act, corrupt_act, grad)`: all three `[..., d]`; return `[...]`.
 #
-# <details><summary>Hint</summary>A dot product over the last axis.</details>
+# <details><summary>Hint 1 (a nudge)</summary>A first-order Taylor step: which vector is the step, in which direction does it go, and what multiplies it?</details>
+# <details><summary>Hint 2 (the idea)</summary>The step is the activation's move from where the gradient was taken, the corrupted run, to the clean one. The estimate is that step's dot product with the gradient, one per position: over the last axis, d.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>clean_act - corrupt_act</code>, multiplied element-wise by <code>grad</code>, then <code>.sum(-1)</code>.</details>
 
 # %%
 def attribution_estimate(clean_act: torch.Tensor, corrupt_act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

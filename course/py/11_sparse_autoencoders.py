@@ -50,8 +50,9 @@ print(f"phi4-tiny: d_model {model.cfg.d_model}, {model.cfg.n_layers} layers, voc
 #
 # Write `norms_and_interference(W)` for one toy model's `W` of shape `[m, n]` (hidden × features). Return `(norms [n], interference [n])`.
 #
-# <details><summary>Hint 1</summary>Feature i's direction is the column <code>W[:, i]</code>: its norm is over dim 0.</details>
-# <details><summary>Hint 2</summary>With unit columns <code>U = W / norms</code>, the matrix <code>(U.T @ W) ** 2</code> holds every (Ŵ_i · W_j)²; sum each row, minus its diagonal entry.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Is feature i's direction a row or a column of W? And which term of the interference sum must be left out?</details>
+# <details><summary>Hint 2 (the idea)</summary>Feature i is the column <code>W[:, i]</code>, so the norms are taken over dim 0, the hidden one. Divide each column by its norm to get Ŵ_i; then every dot product Ŵ_i · W_j is one entry of a single matrix product. Square, sum over j, and take away the j = i term.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>With unit columns <code>U = W / norms</code>, the matrix <code>(U.T @ W) ** 2</code> holds every (Ŵ_i · W_j)²; sum each row, minus its diagonal entry.</details>
 
 # %%
 def norms_and_interference(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +144,8 @@ plt.show()
 #
 # Write `topk_activation(pre, k)`: for pre-activations `[..., d_sae]`, keep the k largest of `relu(pre)` along the last dimension and zero the rest. Same shape out.
 #
-# <details><summary>Hint</summary><code>values, indices = torch.relu(pre).topk(k, dim=-1)</code>, then scatter the values into zeros.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Which tensor method gives the k largest entries along a dimension and where they are? How do you then put those values back at their positions in a tensor of zeros?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary><code>values, indices = torch.relu(pre).topk(k, dim=-1)</code>, then <code>scatter</code> the values into <code>torch.zeros_like(pre)</code> along the last dimension.</details>
 
 # %%
 def topk_activation(pre: torch.Tensor, k: int) -> torch.Tensor:
@@ -175,7 +177,9 @@ checks.check_topk(topk_activation)
 #
 # Write `sae_forward(x, W_enc, b_enc, W_dec, b_dec, k)` returning `(x_hat, z)`, with your `topk_activation`. The check runs it on the shipped layer-2 SAE and real activations too.
 #
-# <details><summary>Hint</summary>The encoder reads x − b_dec; the decoder adds b_dec back.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Read the formula above term by term: what happens to x before it meets W_enc, and what is added after W_dec? Where does your topk_activation go?</details>
+# <details><summary>Hint 2 (the idea)</summary>The encoder reads x − b_dec: the pre-activations are (x − b_dec) W_enc + b_enc, and your TopK of them is z. The decoder adds b_dec back: x̂ = z W_dec + b_dec.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>z = topk_activation((x - b_dec) @ W_enc + b_enc, k)</code>; return <code>(x_hat, z)</code> in that order.</details>
 
 # %%
 def sae_forward(x, W_enc, b_enc, W_dec, b_dec, k):
@@ -210,10 +214,13 @@ checks.check_sae_forward(sae_forward, sae2, acts)
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
 #
 # The SAE's loss, and its first quality number, is the **FVU**: the squared error summed over a set of activations, divided by their squared deviations from their mean. 0 is perfect; 1 is no better than predicting the mean. Unlike a raw squared error it means the same on any layer of any model. Write `fvu(x, x_hat)` for `[n, d]` tensors.
+#
+# <details><summary>Hint 1 (a nudge)</summary>Is the FVU one ratio of two sums, or a mean of per-example ratios? And the mean of x that the deviations are measured from: over which dimension is it taken?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>Numerator: the squared error <code>(x - x_hat).pow(2).sum()</code>, over everything. Denominator: the same with <code>x.mean(0)</code>, each dimension's mean over the n activations, in place of <code>x_hat</code>.</details>
 
 # %%
 def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    '''sum ||x - x_hat||^2 / sum ||x - mean(x)||^2, over the whole set.'''
+    '''The fraction of variance of x that x_hat leaves unexplained, over the whole set: a 0-d tensor.'''
     # SOLUTION
     return (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
     # END SOLUTION
@@ -265,6 +272,10 @@ plt.show()
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
 #
 # Write `shrinkage(x, x_hat)` returning γ as a 0-d tensor.
+#
+# <details><summary>Hint 1 (a nudge)</summary>γ is one number for the whole set. What do the sums in the formula run over, and which of x and x̂ appears twice in the denominator?</details>
+# <details><summary>Hint 2 (the idea)</summary>Both sums run over every sample and every dimension at once: the numerator adds up x̂ times x entry by entry, the denominator x̂ times x̂. One division for the whole set, not a factor per sample.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>The numerator is <code>(x_hat * x).sum()</code>; the denominator is the same with <code>x_hat</code> in both places.</details>
 
 # %%
 def shrinkage(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
@@ -308,8 +319,9 @@ for name, sae in (("TopK, k = 32", sae_topk), ("ReLU + L1 (0.1)", sae_relu)):
 #
 # Write `encoder_grad(x_c, indices, values, grad_values, d_sae)`: the gradient of the loss with respect to `W_enc` (`[d_in, d_sae]`), given the centred inputs `x_c` `[n, d_in]`, the k chosen latents per input `indices` `[n, k]`, their kept values (after the ReLU) `values` `[n, k]`, and the loss's gradient with respect to those values `grad_values` `[n, k]`. Use only the k chosen columns; never form an `[n, d_sae]` tensor.
 #
-# <details><summary>Hint 1</summary>Kept value v = relu(x_c · W_enc[:, j] + b_enc[j]) for the chosen j. Its derivative with respect to column j is x_c, where the ReLU let it through (v > 0), and 0 where it did not.</details>
-# <details><summary>Hint 2</summary>Column j collects x_c[n] · g[n, slot] for every (input, slot) that chose j. <code>torch.zeros(d_sae, d_in, dtype=x_c.dtype).index_add_(0, indices.flatten(), contributions)</code> sums them (the check's inputs are float64); transpose at the end.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Which columns of W_enc does one input's loss reach, and through which values? What does the ReLU do to the gradient of a kept value that is 0?</details>
+# <details><summary>Hint 2 (the idea)</summary>Kept value v = relu(x_c · W_enc[:, j] + b_enc[j]) for the chosen j. Its derivative with respect to column j is x_c, where the ReLU let it through (v > 0), and 0 where it did not.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>Column j collects x_c[n] · g[n, slot] for every (input, slot) that chose j. <code>torch.zeros(d_sae, d_in, dtype=x_c.dtype).index_add_(0, indices.flatten(), contributions)</code> sums them (the check's inputs are float64); transpose at the end.</details>
 
 # %%
 def encoder_grad(x_c, indices, values, grad_values, d_sae):
@@ -347,8 +359,9 @@ checks.check_encoder_grad(encoder_grad)
 #
 # Write `aux_loss(pre, error, dead, W_dec, aux_k, variance)`: `pre` `[n, d_sae]`, `error` `[n, d]`, `dead` `[d_sae]` (bool), `W_dec` `[d_sae, d]`, `variance` a 0-d tensor. If fewer than `aux_k` latents are dead, use them all.
 #
-# <details><summary>Hint 1</summary><code>pre.masked_fill(~dead, float("-inf")).topk(min(aux_k, int(dead.sum())), dim=-1)</code> picks among the dead only.</details>
-# <details><summary>Hint 2</summary>Scatter the ReLU of the chosen values into zeros <code>[n, d_sae]</code>, multiply by <code>W_dec</code>, and compare with <code>error</code>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Only dead latents may compete: what pre-activation makes a live latent lose every top-k comparison? And what do the chosen latents try to reconstruct?</details>
+# <details><summary>Hint 2 (the idea)</summary>Give the live latents −∞ and take, per input, the top min(aux_k, number of dead latents) pre-activations. ReLU the chosen values, put them into zeros <code>[n, d_sae]</code> at their latents, and decode with <code>W_dec</code> (no bias: the target is the error). The loss is the squared error against <code>error</code>, summed over d, averaged over the n inputs, divided by <code>variance</code>.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>top = pre.masked_fill(~dead, float("-inf")).topk(min(aux_k, int(dead.sum())), dim=-1)</code> picks among the dead only; <code>torch.zeros_like(pre).scatter(-1, top.indices, torch.relu(top.values)) @ W_dec</code> is their reconstruction.</details>
 
 # %%
 def aux_loss(pre, error, dead, W_dec, aux_k, variance):
@@ -463,7 +476,9 @@ dashboards.feature_index(model, sae2, latents2, mixed, which=[code_latent, prose
 #
 # Write `make_ablate_hook(sae, latent)`: return a TransformerLens hook `hook(x, hook) -> new x` that subtracts `z_i * W_dec[i]` at every position, where `z_i` is the latent's value there (`sae.encode(x)`). Do not change `x` in place.
 #
-# <details><summary>Hint</summary><code>z = sae.encode(x)[..., latent:latent + 1]</code> keeps the last dimension for broadcasting against <code>sae.W_dec[latent]</code>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>The latent's value is one number per position, and its direction has d_in entries: what shape must the value have to scale the direction at every position? And how do you subtract without touching x?</details>
+# <details><summary>Hint 2 (the idea)</summary>Encode <code>x</code>, keep only this latent's value with its last dimension (size one), multiply by the latent's decoder row <code>sae.W_dec[latent]</code>, and return <code>x</code> minus that product as a new tensor (<code>x - ...</code>, not <code>x -= ...</code>).</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>z = sae.encode(x)[..., latent:latent + 1]</code> keeps the last dimension for broadcasting against <code>sae.W_dec[latent]</code>; the hook is a closure over <code>sae</code> and <code>latent</code>.</details>
 
 # %%
 def make_ablate_hook(sae, latent):

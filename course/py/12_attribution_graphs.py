@@ -53,7 +53,8 @@ for layer, tc in transcoders.items():
 #
 # Write `transcoder_predict(x, W_enc, b_enc, W_dec, b_dec, k)`. It is notebook 11's SAE forward pass with one difference, which the check names if you miss it.
 #
-# <details><summary>Hint</summary><code>b_dec</code> is an output bias now: it lives in the MLP output's space, so the input is not centred by it.</details>
+# <details><summary>Hint 1 (a nudge)</summary>The SAE subtracts b_dec from x before encoding, which makes sense because x and x̂ live in the same space. Do a transcoder's input and output live in the same space?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary><code>b_dec</code> is an output bias now: it lives in the MLP output's space, so the input is not centred by it. TopK of relu(x W_enc + b_enc) gives z; the prediction is z W_dec + b_dec.</details>
 
 # %%
 def transcoder_predict(x, W_enc, b_enc, W_dec, b_dec, k):
@@ -99,8 +100,9 @@ checks.check_transcoder_predict(transcoder_predict, transcoders[2], cache[reads]
 #
 # Write `frozen_attention(resid, scale, w, pattern, W_V, W_O)` for one layer of one prompt: `resid` `[T, d]` the residual stream the layer reads, `scale` `[T, 1]` its frozen RMS, `w` `[d]` the norm's weight, `pattern` `[n_heads, T, T]` (query, key), `W_V` `[n_kv_heads, d, d_head]`, `W_O` `[n_heads, d_head, d]`. Return the layer's attention output `[T, d]`. Phi-4's grouped-query attention shares each K/V head among consecutive query heads (notebook 01).
 #
-# <details><summary>Hint 1</summary>x = resid / scale * w; values v = einsum("td,kdh->kth", x, W_V), then repeat_interleave over the head axis.</details>
-# <details><summary>Hint 2</summary>Each query position takes the pattern-weighted mix of the value vectors, and each head maps its mix through its W_O: einsum("nqk,nkh,nhd->qd", ...).</details>
+# <details><summary>Hint 1 (a nudge)</summary>With the pattern and the scale frozen, what is left is a chain of linear steps: the norm, the values, the mix over key positions, the output projection. Which key/value head does query head h read? And in pattern[h, q, k], which index do you sum over?</details>
+# <details><summary>Hint 2 (the idea)</summary>Normalise with the frozen scale and the weight (divide by the scale, multiply by w). Compute every key/value head's values, [n_kv_heads, T, d_head], and give each query head its group's with <code>repeat_interleave</code> over the head axis (consecutive query heads share one). Each query position takes the pattern-weighted mix of the value vectors at the key positions; each head maps its mix through its W_O, and the heads' outputs add up.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>x = resid / scale * w</code>; <code>v = torch.einsum("td,kdh->kth", x, W_V)</code>, then <code>repeat_interleave(n_heads // n_kv_heads, dim=0)</code>; <code>torch.einsum("nqk,nkh,nhd->qd", pattern, v, W_O)</code>.</details>
 
 # %%
 def frozen_attention(resid, scale, w, pattern, W_V, W_O):
@@ -153,16 +155,17 @@ print(f"top logit: {model.tokenizer.decode([graph.nodes[top].index])!r} with p =
 #
 # > Difficulty: 🔴🔴🔴🔴⚪ · Importance: 🔵🔵🔵🔵🔵 · about 20 minutes
 #
-# Write `edge(forward, shape, n_layers, read, target_pos, source_pos, write)`: the direct effect of a token's embedding on a logit node.
+# Write `edge(forward, shape, n_layers, read, target_pos, source_pos, write)`: the direct effect of a token's embedding on a logit node, from one backward pass through the frozen model.
 #
 # - `forward(embed, mlp_outs)` is the frozen model: `embed` `[1, T, d]` and `mlp_outs` a list of `n_layers` tensors `[1, T, d]`; it returns `(resid_mid per layer, final residual)`, each `[1, T, d]`.
 # - `shape` is `(T, d)`; `read` `[d]` is the logit node's reading vector at the final residual, at position `target_pos`.
 # - `write` `[d]` is the token's embedding at `source_pos`.
 #
-# Make the leaves zeros that require gradients (the map is linear, so their values do not matter), run `forward`, take the reading, differentiate it with respect to the embedding leaf, and dot the gradient at `source_pos` with `write`. Gradients are off in this notebook; turn them on inside your function with `torch.enable_grad()`.
+# Gradients are off in this notebook; turn them on inside your function with `torch.enable_grad()`.
 #
-# <details><summary>Hint 1</summary><code>embed = torch.zeros(1, *shape, requires_grad=True)</code>, and the same for each MLP leaf.</details>
-# <details><summary>Hint 2</summary><code>(grad,) = torch.autograd.grad((final[0, target_pos] * read).sum(), [embed])</code>; the edge is <code>(grad[0, source_pos] * write).sum()</code>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>The frozen model is linear in what is written into the residual stream. What, then, is the gradient of the reading with respect to the embedding at source_pos, and how does it turn write into an effect? Why should the MLP outputs be inputs of forward rather than computed from the embedding?</details>
+# <details><summary>Hint 2 (the idea)</summary>Make the leaves, the embedding and each MLP output, tensors of zeros that require gradients: the map is linear, so their values do not matter, and because the MLP outputs are leaves, no path runs through an MLP (the effect is direct). Run <code>forward</code>, take the reading at <code>target_pos</code> (the final residual there, dotted with <code>read</code>), differentiate it with respect to the embedding leaf, and dot the gradient at <code>source_pos</code> with <code>write</code>.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>embed = torch.zeros(1, *shape, requires_grad=True)</code>, and the same for each MLP leaf; inside <code>torch.enable_grad()</code>, <code>(grad,) = torch.autograd.grad((final[0, target_pos] * read).sum(), [embed])</code>; the edge is <code>(grad[0, source_pos] * write).sum()</code>.</details>
 
 # %%
 def edge(forward, shape, n_layers, read, target_pos, source_pos, write):
@@ -233,7 +236,9 @@ print(f"edge {total:+.2f}; through layer 3's heads: {[round(v, 1) for v in share
 #
 # Write `influence(A, w)` for a normalised `A` `[n, n]` (rows targets, columns sources) and `w` `[n]`. Either sum the powers until they vanish or use the closed form.
 #
-# <details><summary>Hint</summary><code>current = w @ A</code>; then repeatedly <code>current = current @ A</code>, adding each, until <code>current</code> is all zeros.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Rows are targets and columns sources: on which side of A does w go, so that one step moves from the logits to their sources? If you sum powers, where does the sum start, and how do you know when to stop?</details>
+# <details><summary>Hint 2 (the idea)</summary>w A is one step back from the logits, w A² two steps, and so on; w itself is not influence, so start at w A. Keep multiplying the current row vector by A and adding it to the total; the graph has no cycles, so the product eventually becomes exactly zero and the loop ends.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>current = w @ A</code>; then repeatedly <code>current = current @ A</code>, adding each, until <code>current</code> is all zeros.</details>
 
 # %%
 def influence(A: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -277,6 +282,10 @@ checks.check_influence(influence)
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
 #
 # Write `scores(A, influence, w, errors, tokens)` returning `(replacement, completeness)`; `errors` and `tokens` are index tensors of those nodes.
+#
+# <details><summary>Hint 1 (a nudge)</summary>For the replacement score, whose influence is compared with whose: every node's, or only two kinds? For the completeness score, which entries of A are a node's inputs from the errors: part of its row, or of its column?</details>
+# <details><summary>Hint 2 (the idea)</summary>Replacement: the tokens' summed influence over the tokens' plus the errors' summed influence. Completeness: a node's error share is the sum of its row's entries in the error columns, and its non-error share is one minus that; take the weighted mean of those shares with each node's influence plus its logit weight as the weight.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>influence[tokens].sum()</code> and <code>influence[errors].sum()</code>; per node, <code>1 - A[:, errors].sum(1)</code>; with <code>weight = influence + w</code>, the mean is <code>(share * weight).sum() / weight.sum()</code>.</details>
 
 # %%
 def scores(A, influence, w, errors, tokens):

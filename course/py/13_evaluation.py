@@ -65,8 +65,9 @@ print(f"acc picks {item.choices[scored.pred]!r}, acc_norm picks {item.choices[sc
 #
 # Write `continuation_loglikelihood(model, context, continuation)`: the summed log-probability of the continuation's tokens. The one subtlety is which tokens are the continuation's. lm-eval tokenizes context and continuation **together** and takes the tokens after the context's own, because a word's first token usually carries the space before it; and it first moves any trailing spaces of the context to the front of the continuation.
 #
-# <details><summary>Hint 1</summary><code>whole = tok.encode(context + continuation)</code>; the continuation's tokens are <code>whole[len(tok.encode(context)):]</code>.</details>
-# <details><summary>Hint 2</summary>The logits at position t predict token t + 1: the log-probability of token t comes from row t - 1 of <code>torch.log_softmax(logits, -1)</code>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>If the context ends with a space, where does that space go before tokenizing? Once you have the ids of the whole text, which of them are the continuation's, and which row of the logits gives each one's probability?</details>
+# <details><summary>Hint 2 (the idea)</summary>Move the context's trailing spaces to the front of the continuation. Tokenize context + continuation together; the continuation's tokens are the ones after as many tokens as the context alone has. The logits at position t predict token t + 1, so token t's log-probability is in row t − 1 of the log-softmax; sum them over the continuation's tokens.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>With <code>tok = model.tokenizer</code>, <code>whole = tok.encode(context + continuation)</code>; the continuation's tokens are <code>whole[len(tok.encode(context)):]</code>; token t's log-probability is <code>torch.log_softmax(logits, -1)[t - 1, whole[t]]</code>. Return a <code>float</code>.</details>
 
 # %%
 def continuation_loglikelihood(model, context, continuation):
@@ -130,8 +131,9 @@ print(harness.table(run))
 #
 # Write `score_item(model, context, choices, delimiter)` returning `(pred, pred_norm)`: the index acc picks and the index acc_norm picks. The check runs it on every cloze item and compares with the choices lm-eval rewarded above. Matching a harness *exactly* is a lesson in conventions: the delimiter goes between context and choice, the length is the choice's own in characters, and ties go to the first choice (as `numpy.argmax` breaks them).
 #
-# <details><summary>Hint 1</summary>Use your <code>continuation_loglikelihood(model, context, delimiter + choice)</code> for each choice.</details>
-# <details><summary>Hint 2</summary><code>max(range(len(lls)), key=lambda i: lls[i] / len(choices[i]))</code> returns the first of equal maxima.</details>
+# <details><summary>Hint 1 (a nudge)</summary>What number does acc compare across the choices, and what does acc_norm divide it by? Which function you have already written gives that number?</details>
+# <details><summary>Hint 2 (the idea)</summary>Score each choice with your continuation_loglikelihood, the continuation being the delimiter followed by the choice. acc picks the largest log-likelihood; acc_norm the largest log-likelihood divided by the choice's own length in characters (the delimiter not counted). On a tie, both pick the earlier choice.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>lls = [continuation_loglikelihood(model, context, delimiter + c) for c in choices]</code>; <code>max(range(len(lls)), key=lambda i: lls[i] / len(choices[i]))</code> returns the first of equal maxima.</details>
 
 # %%
 def score_item(model, context, choices, delimiter=" "):
@@ -174,6 +176,9 @@ checks.check_acc_norm(score_item, model, cloze, samples["shakespeare_cloze"], " 
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 5 minutes
 #
 # Write `standard_error(scores)` for a 1-D tensor of per-item scores, as lm-eval computes it (the *sample* standard deviation).
+#
+# <details><summary>Hint 1 (a nudge)</summary>The sample standard deviation divides by n − 1, not n: which does torch.std use by default? And by what is the standard deviation divided to give the error of the mean?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary><code>scores.std()</code> is already the sample standard deviation; divide it by √n, the square root of the number of items, and return a <code>float</code>.</details>
 
 # %%
 def standard_error(scores):
@@ -185,6 +190,10 @@ def standard_error(scores):
 
 # %% tags=["check"]
 checks.check_standard_error(standard_error)
+### BEGIN HIDDEN TESTS
+checks.held_out(standard_error, [(torch.tensor([0.0, 1.0] * 7 + [1.0], dtype=torch.float64),), (torch.linspace(0, 1, 9, dtype=torch.float64),)],
+                rtol=1e-9, atol=1e-12)
+### END HIDDEN TESTS
 
 # %% [markdown] tags=["solution"]
 # <details><summary>Solution</summary>
@@ -230,8 +239,9 @@ for domain in ("prose", "code"):
 #
 # Write `verdict(item, documents, allowlist, partial, contaminated)` returning `(status, ratio)`: status `"clean"`, `"partial"` or `"contaminated"`, and the largest 7-gram ratio. Use `decontamination.words(text)` for the words (lowercased, punctuation dropped), and sets of n-grams (tuples of words).
 #
-# <details><summary>Hint 1</summary><code>grams = lambda ws, n: {tuple(ws[i:i + n]) for i in range(len(ws) - n + 1)}</code>.</details>
-# <details><summary>Hint 2</summary>The allowlist's 13-grams come out of the item's 13-grams before the test. The ratio for one document is <code>len(item7 & doc7) / min(len(item7), len(doc7))</code>, 0 when either is empty. A 13-gram hit is contaminated even if the ratio is small.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Two tests, one on 13-grams and one on 7-grams: what does each compare, and which verdict wins when they disagree? What operation on sets counts the n-grams an item and a document share?</details>
+# <details><summary>Hint 2 (the idea)</summary>Write one helper: the set of tuples of n consecutive words of a text. The allowlist's 13-grams come out of the item's 13-grams before the test; any that remain and that a document also has is a hit. For each document the 7-gram ratio is the number of shared 7-grams over the smaller of the two 7-gram counts (0 when either is empty); keep the largest. A 13-gram hit is contaminated even if the ratio is small; otherwise compare the ratio with <code>contaminated</code>, then with <code>partial</code> (a ratio equal to a threshold reaches it).</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>grams = lambda ws, n: {tuple(ws[i:i + n]) for i in range(len(ws) - n + 1)}</code> on <code>decontamination.words(text)</code>; the ratio for one document is <code>len(item7 & doc7) / min(len(item7), len(doc7))</code>.</details>
 
 # %%
 def verdict(item, documents, allowlist, partial, contaminated):
@@ -423,6 +433,10 @@ print(f"retrieved (top 1) exact match {sum(a.correct for a in retrieved) / len(r
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
 #
 # Every answer comes with a confidence, its mean log-probability per generated token. Write `abstain(confidences, correct, threshold)`: answer when the confidence is at least the threshold, else withhold; return the shares `(correct, incorrect, not_attempted)` of all questions, as SimpleQA reports them.
+#
+# <details><summary>Hint 1 (a nudge)</summary>Which questions are attempted? Of those, which count as correct and which as incorrect? And is each share a share of the attempted questions, or of all of them?</details>
+# <details><summary>Hint 2 (the idea)</summary>A question is attempted when its confidence is at least the threshold (an answer exactly at the threshold is given). Correct: attempted and correct; incorrect: attempted and not correct; not attempted: the rest. Divide each count by the number of all questions, so that the three shares add up to one.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>attempted = confidences >= threshold</code>; <code>int((attempted & correct).sum())</code> counts the right answers; divide the counts by <code>len(confidences)</code>.</details>
 
 # %%
 def abstain(confidences, correct, threshold):
@@ -482,6 +496,10 @@ print("largest induction score per layer:", [round(float(x), 2) for x in scores.
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
 #
 # Write `zero_heads_hook(heads)`: a TransformerLens hook function for `blocks.L.attn.hook_z` (shape `[batch, position, head, d_head]`) that returns the activation with the given heads zeroed.
+#
+# <details><summary>Hint 1 (a nudge)</summary>zero_heads_hook returns a function, not a tensor. Which axis of hook_z indexes the heads? Should the hook write into the tensor it was given?</details>
+# <details><summary>Hint 2 (the idea)</summary>The outer function remembers <code>heads</code> and returns an inner <code>hook(z, hook)</code>. The inner one copies <code>z</code>, sets the listed heads' slice along the head axis (the third) to zero, and returns the copy.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>Inside <code>hook</code>: <code>z = z.clone()</code>; <code>z[:, :, heads] = 0</code>; <code>return z</code>.</details>
 
 # %%
 def zero_heads_hook(heads):
@@ -541,6 +559,10 @@ for layer, why in ((3, "layer 3, all induction heads"), (1, "layer 1, the contro
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 10 minutes
 #
 # Agreement between two raters counts for little when both say "0" to most items. Cohen's kappa corrects for chance: κ = (p_o − p_e) / (1 − p_e), with p_o the share of items on which they agree and p_e the agreement expected if each rated at random with their own label shares. Write `cohen_kappa(a, b)` for two lists of labels.
+#
+# <details><summary>Hint 1 (a nudge)</summary>If the two raters labelled at random, each with their own label shares, how likely would they be to agree on one label c? Over which labels do you then sum?</details>
+# <details><summary>Hint 2 (the idea)</summary>p_o is the share of positions where a and b agree. p_e sums, over every label that either rater used, the product of rater a's share of that label and rater b's share of it.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>With <code>n = len(a)</code>, p_e is <code>sum((a.count(c) / n) * (b.count(c) / n) for c in set(a) | set(b))</code>; then (p_o − p_e) / (1 − p_e).</details>
 
 # %%
 def cohen_kappa(a, b):
@@ -555,6 +577,10 @@ def cohen_kappa(a, b):
 
 # %% tags=["check"]
 checks.check_kappa(cohen_kappa)
+### BEGIN HIDDEN TESTS
+checks.held_out(cohen_kappa, [([2, 0, 1, 2, 2, 0, 1], [2, 0, 2, 2, 1, 0, 1]), ([0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 0, 0])],
+                rtol=1e-9, atol=1e-12)
+### END HIDDEN TESTS
 
 # %% [markdown] tags=["solution"]
 # <details><summary>Solution</summary>

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from transformers.models.phi3 import modeling_phi3
 
-from phi4lab.exercises.checking import CountCalls, ExerciseFailure, _raised_by, check_function, run_answer
+from phi4lab.exercises.checking import CountCalls, ExerciseFailure, StubError, _raised_by, check_function, run_answer
+from phi4lab.exercises.standalone import stand_alone
 from phi4lab.model import config as C
 from phi4lab.model.loading import random_hf_model
 from phi4lab.scratch import architecture as A
@@ -245,7 +246,7 @@ def check_forward(fn, hf_model=None):
             try:
                 mine = fn(ours, tokens)
             except NotImplementedError:
-                raise NotImplementedError("forward is still a stub: replace `raise NotImplementedError` "
+                raise StubError("forward is still a stub: replace `raise NotImplementedError` "
                                           "with your code") from None
             ref = hf(tokens).logits
             if tuple(mine.shape) != tuple(ref.shape):
@@ -414,7 +415,7 @@ def check_cached_attention(fn):
                 mine, caches = _cache_scenario(model, fn, chunks)
             except NotImplementedError as e:
                 if _raised_by(e, fn):
-                    raise NotImplementedError("cached_attention is still a stub: replace `raise NotImplementedError` "
+                    raise StubError("cached_attention is still a stub: replace `raise NotImplementedError` "
                                               "with your code") from None
                 raise
             except (RuntimeError, TypeError, ValueError) as e:
@@ -526,3 +527,26 @@ def check_generate(fn):
                                       f"{'...' if len(wanted) > 6 else ''}")
     print(f"\N{CHECK MARK} generate: token for token the same as Hugging Face's generate(do_sample=True) "
           f"with the same seed, in {len(settings)} settings, cached and not")
+
+
+# ---- Standing alone ----------------------------------------------------------------------------------
+# A stub is reported, not raised, and the notebook's later cells use these references in its place
+# (phi4lab.exercises.standalone explains why). Each has the learner's function's signature.
+
+def block_forward_reference(x, layer, cos, sin):
+    """One pre-norm decoder block: phi4lab.scratch.architecture.Block.forward does it."""
+    return layer(x, cos, sin)
+
+
+def forward_reference(model, tokens):
+    """The whole model: phi4lab.scratch.architecture.Phi4.forward does it."""
+    return model(tokens)
+
+
+stand_alone(globals(), {
+    "rms_norm": A.rms_norm, "rotary_cos_sin": A.rotary_cos_sin, "apply_rotary": A.apply_rotary,
+    "split_qkv": A.split_qkv, "repeat_kv": A.repeat_kv, "causal_attention": A.causal_attention,
+    "gated_mlp": A.gated_mlp, "block_forward": block_forward_reference, "forward": forward_reference,
+    "sampling_probs": sampling_probs_reference, "cached_attention": cached_attention_reference,
+    "generate": generate_reference,
+})

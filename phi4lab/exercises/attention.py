@@ -9,6 +9,7 @@ import torch
 from phi4lab.analysis import heads, planted
 from phi4lab.analysis.cache_plan import plan_cache
 from phi4lab.exercises.checking import ExerciseFailure, check_function
+from phi4lab.exercises.standalone import stand_alone
 from phi4lab.model import config as phi4config
 from phi4lab.scratch.architecture import rotate_half
 
@@ -305,3 +306,13 @@ def check_within_across(fn):
         cases.append((pairs, kv))
     check_function(functools.wraps(fn)(lambda p, k: tuple(fn(p, k))), _within_across_reference, cases, name="within_across",
                    mistakes=WITHIN_MISTAKES, rtol=1e-5, atol=1e-6)
+
+
+# ---- Standing alone ----------------------------------------------------------------------------------
+# A stub is reported, not raised, and the notebook's later cells use these references in its place
+# (phi4lab.exercises.standalone explains why). Each has the learner's function's signature.
+stand_alone(globals(), {
+    "pattern_cache_bytes": _pattern_bytes_ref, "previous_token_score": heads.previous_token_scores,
+    "induction_score": heads.induction_scores, "natural_induction_score": natural_induction_reference,
+    "kv_head_of": _kv_ref, "js_divergence": _js_ref, "within_across": _within_across_reference,
+})

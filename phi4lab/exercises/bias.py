@@ -6,6 +6,7 @@ import torch
 from transformer_lens.utilities import get_act_name
 
 from phi4lab.exercises.checking import CountCalls, ExerciseFailure, check_function, run_answer
+from phi4lab.exercises.standalone import stand_alone
 from phi4lab.model.bridge import unwrap
 
 # ---- Exercise 1: filling a frame, refusing a frame without its slot --------------------------------
@@ -324,3 +325,12 @@ def check_share_ci(fn):
             raise ExerciseFailure(f"share_ci with {pairs} pairs: the interval [{low:.3f}, {high:.3f}] is far from a "
                                   f"paired percentile bootstrap's [{float(expected[1]):.3f}, {float(expected[2]):.3f}]")
     print("\N{CHECK MARK} share_ci: the share of the mean effect, with a paired bootstrap interval")
+
+
+# ---- Standing alone ----------------------------------------------------------------------------------
+# A stub is reported, not raised, and the notebook's later cells use these references in its place
+# (phi4lab.exercises.standalone explains why). Each has the learner's function's signature.
+stand_alone(globals(), {
+    "word_logprob": _word_ref, "bootstrap_ci": _ci_ref, "diff_of_means": _dom_ref, "add_direction": _steer_ref,
+    "layer_nie": layer_nie_reference, "share_ci": share_ci_reference,
+})

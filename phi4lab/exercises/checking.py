@@ -38,6 +38,13 @@ class ExerciseFailure(AssertionError):
     """The learner's answer is wrong; the message says how."""
 
 
+STUB_MESSAGE = "exercise: write your solution here"   # what a stub raises (phi4lab.exercises.student writes it)
+
+
+class StubError(NotImplementedError):
+    """The learner's function is still its stub (its own body raised NotImplementedError)."""
+
+
 def tolerance(dtype: torch.dtype) -> tuple[float, float]:
     return TOLERANCES.get(dtype, (0.0, 0.0))
 
@@ -148,13 +155,21 @@ def _fresh(x: Any) -> Any:
         return x
 
 
-def _raised_by(error: BaseException, fn: Callable) -> bool:
-    """Whether `error` was raised in `fn`'s own body (a stub's raise), not in something it called."""
+def _raised_by(error: BaseException, fn: Callable, name: str | None = None) -> bool:
+    """Whether `error` was raised in `fn`'s own body (a stub's raise), not in something it called.
+
+    A check may call the learner's function through a wrapper (a lambda that stacks its outputs):
+    then the stub is the innermost frame that raised the stub's own message from a function
+    named `name`, the exercise's name.
+    """
     code = getattr(getattr(fn, "__wrapped__", fn), "__code__", None)
     tb = error.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    return code is None or (tb is not None and tb.tb_frame.f_code is code)
+    if code is None or (tb is not None and tb.tb_frame.f_code is code):
+        return True
+    return (tb is not None and name is not None and error.args == (STUB_MESSAGE,)
+            and tb.tb_frame.f_code.co_name == name)
 
 
 def run_answer(fn: Callable, name: str, *args, **kwargs):
@@ -165,8 +180,8 @@ def run_answer(fn: Callable, name: str, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except NotImplementedError as e:
-        if _raised_by(e, fn):
-            raise NotImplementedError(f"{name} is still a stub: replace `raise NotImplementedError` with your "
+        if _raised_by(e, fn, name):
+            raise StubError(f"{name} is still a stub: replace `raise NotImplementedError` with your "
                                       "code") from None
         raise ExerciseFailure(f"{name}: something your code calls raised NotImplementedError ({e or 'no message'}); "
                               "it is not the stub's own raise, so look at the operation named in the traceback "
@@ -223,8 +238,8 @@ def check_function(
         try:
             actual = fn(*mine)
         except NotImplementedError as e:
-            if _raised_by(e, fn):
-                raise NotImplementedError(f"{name} is still a stub: replace `raise NotImplementedError` with your "
+            if _raised_by(e, fn, name):
+                raise StubError(f"{name} is still a stub: replace `raise NotImplementedError` with your "
                                           "code") from None
             raise ExerciseFailure(f"{name}, test case {i + 1} of {len(cases)}: something your code calls raised "
                                   f"NotImplementedError ({e or 'no message'}); it is not the stub's own raise, "

@@ -6,6 +6,7 @@ import torch
 
 from phi4lab.analysis import circuits, planted
 from phi4lab.exercises.checking import ExerciseFailure, check_function
+from phi4lab.exercises.standalone import stand_alone
 from phi4lab.scratch.architecture import rotary_cos_sin, rotate_half
 
 
@@ -239,3 +240,12 @@ def check_attribution_estimate(fn):
              tuple(torch.randn(4, 7, 16, generator=g) for _ in range(3))]
     check_function(fn, _attribution_ref, cases, name="attribution_estimate", rtol=1e-5, atol=1e-6,
                    mistakes=ATTRIBUTION_MISTAKES)
+
+
+# ---- Standing alone ----------------------------------------------------------------------------------
+# A stub is reported, not raised, and the notebook's later cells use these references in its place
+# (phi4lab.exercises.standalone explains why). Each has the learner's function's signature.
+stand_alone(globals(), {
+    "head_dla": _head_dla_ref, "copying_score": _copying_ref, "self_top_fraction": _self_top_ref,
+    "qk_by_offset": _offset_ref, "k_composition": _k_comp_ref, "attribution_estimate": _attribution_ref,
+})

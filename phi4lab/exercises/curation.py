@@ -9,6 +9,7 @@ import functools
 import re
 
 from phi4lab.exercises.checking import check_function
+from phi4lab.exercises.standalone import stand_alone
 from phi4lab.recipes import corpus as data
 
 TEXTS = [
@@ -238,3 +239,13 @@ def check_keep(fn):
              (9, [(8, 7), (7, 6), (6, 5), (3, 4)]), (4, [(0, 1), (2, 3), (1, 2)])]
     check_function(functools.wraps(fn)(lambda n, p: [int(i) for i in fn(n, [tuple(x) for x in p])]), keep_reference, cases,
                    name="keep", mistakes=KEEP_MISTAKES)
+
+
+# ---- Standing alone ----------------------------------------------------------------------------------
+# A stub is reported, not raised, and the notebook's later cells use these references in its place
+# (phi4lab.exercises.standalone explains why). Each has the learner's function's signature.
+stand_alone(globals(), {
+    "normalise": data.normalise, "shingles": _shingles_ref, "jaccard": _jaccard_ref,
+    "lsh_candidate_probability": _lsh_ref, "passes_stop_word_rule": _stop_ref, "epochs": _epochs_ref,
+    "choose_bands": choose_bands_reference, "keep": keep_reference,
+})

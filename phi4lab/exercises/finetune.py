@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from phi4lab.exercises.checking import ExerciseFailure, check_function, run_answer
+from phi4lab.exercises.standalone import stand_alone
 
 # ---- Exercise 1: what LoRA trains ---------------------------------------------------------------------------
 
@@ -316,3 +317,20 @@ def check_pivotal_tokens(fn):
             raise ExerciseFailure(f"pivotal_tokens({tokens}, p_gap={gap}) returned {mine!r}, expected {expected} "
                                   "(positions, in order)")
     print(f"\N{CHECK MARK} pivotal_tokens: the bisection's pivotal tokens on {len(cases)} toy answers")
+
+
+# ---- Standing alone ----------------------------------------------------------------------------------
+# A stub is reported, not raised, and the notebook's later cells use these references in its place
+# (phi4lab.exercises.standalone explains why). Each has the learner's function's signature.
+
+def fraction_explained_reference(base, full, partial):
+    """The share of the full fine-tune's loss improvement that the partial one reaches."""
+    return (base - partial) / (base - full)
+
+
+stand_alone(globals(), {
+    "merge": _merge_ref, "attention_change": _tv_ref, "fraction_explained": fraction_explained_reference,
+    "assistant_labels": _labels_ref, "lora_forward": lora_forward_reference,
+    "sequence_logprobs": sequence_logprobs_reference, "dpo_loss": dpo_loss_reference,
+    "pivotal_tokens": pivotal_tokens_reference,
+})

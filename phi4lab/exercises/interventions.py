@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from transformer_lens.utilities import get_act_name
 
-from phi4lab.exercises.checking import CountCalls, ExerciseFailure, check_function, run_answer
+from phi4lab.exercises.checking import CountCalls, ExerciseFailure, StubError, check_function, run_answer
+from phi4lab.exercises.standalone import stand_alone
 from phi4lab.model.bridge import final_norm, unwrap
 from phi4lab.scratch.architecture import rms_norm
 
@@ -87,7 +88,7 @@ def check_zero_head_hook(make_hook):
         try:
             out = hook(z.clone(), hook=None)
         except NotImplementedError:
-            raise NotImplementedError("zero_head_hook is still a stub: replace `raise NotImplementedError` "
+            raise StubError("zero_head_hook is still a stub: replace `raise NotImplementedError` "
                                       "with your code") from None
         if out is None:
             raise ExerciseFailure("your hook returned None: return the (modified) activation")
@@ -248,3 +249,32 @@ def check_patch_grid(fn, model):
     raise ExerciseFailure(f"the first wrong cell is {names[h]} at position {p}: yours {yours}, one patch there "
                           f"gives {theirs}. Does copy p of the batch get the clean "
                           "activation at position p, and only there?")
+
+
+# ---- Standing alone ----------------------------------------------------------------------------------
+# A stub is reported, not raised, and the notebook's later cells use these references in its place
+# (phi4lab.exercises.standalone explains why). Each has the learner's function's signature.
+
+def zero_head_hook_reference(head):
+    """A hook for hook_z ([batch, pos, head, d_head]) that zeroes one head's output."""
+    def hook(z, hook):
+        z = z.clone()
+        z[:, :, head] = 0
+        return z
+    return hook
+
+
+def patch_position_hook_reference(clean_act, position):
+    """A hook that pastes clean_act's activation at `position` into the running one, for every prompt."""
+    def hook(act, hook):
+        act = act.clone()
+        act[:, position] = clean_act[:, position]
+        return act
+    return hook
+
+
+stand_alone(globals(), {
+    "final_norm_logits": _lens_ref, "component_logits": _dla_ref, "zero_head_hook": zero_head_hook_reference,
+    "repeat_losses": _repeat_ref, "patch_position_hook": patch_position_hook_reference,
+    "patching_recovery": _recovery_ref, "patch_grid": patch_grid_reference,
+})

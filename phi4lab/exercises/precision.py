@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from phi4lab.exercises.checking import ExerciseFailure, check_function, run_answer
+from phi4lab.exercises.checking import ExerciseFailure, StubError, check_function, run_answer
+from phi4lab.exercises.standalone import stand_alone
 from phi4lab.training.precision import TRAINING_BYTES_PER_PARAMETER
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
@@ -54,7 +55,7 @@ def check_kahan_sum(fn):
         try:
             got = float(fn(torch.full((n,), value, dtype=dtype)))
         except NotImplementedError:
-            raise NotImplementedError("kahan_sum is still a stub: replace `raise NotImplementedError` "
+            raise StubError("kahan_sum is still a stub: replace `raise NotImplementedError` "
                                       "with your code") from None
         exact = float(torch.tensor(value, dtype=dtype).double()) * n
         naive = torch.zeros((), dtype=dtype)
@@ -82,7 +83,7 @@ def check_stable_softmax(fn):
     try:
         out = fn(cases[0][0])
     except NotImplementedError:
-        raise NotImplementedError("stable_softmax is still a stub: replace `raise NotImplementedError` "
+        raise StubError("stable_softmax is still a stub: replace `raise NotImplementedError` "
                                   "with your code") from None
     if not torch.isfinite(out.float()).all():
         raise ExerciseFailure("NaN or inf: exp(x) overflows fp16 beyond x = 11.1 (e^11.1 > 65,504); "
@@ -228,3 +229,37 @@ def check_to_bfloat16(fn):
                               f"gave bf16 bits {int(_bits16(mine).flatten()[k]) & 0xFFFF:#06x}, PyTorch gives "
                               f"{int(_bits16(expected).flatten()[k]) & 0xFFFF:#06x}")
     print("\N{CHECK MARK} to_bfloat16: bit for bit PyTorch's conversion, ties, NaNs and infinities included")
+
+
+# ---- Standing alone ----------------------------------------------------------------------------------
+# A stub is reported, not raised, and the notebook's later cells use these references in its place
+# (phi4lab.exercises.standalone explains why). Each has the learner's function's signature.
+
+def kahan_sum_reference(values):
+    """Kahan's compensated sum, in the values' own dtype: each step keeps the part the addition lost."""
+    s = torch.zeros((), dtype=values.dtype)
+    c = torch.zeros((), dtype=values.dtype)
+    for v in values:
+        y = v - c
+        t = s + y
+        c = (t - s) - y
+        s = t
+    return s
+
+
+def stable_softmax_reference(x):
+    """Softmax over the last dimension, the row's max subtracted first so that exp cannot overflow."""
+    e = (x - x.max(dim=-1, keepdim=True).values).exp()
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def to_bfloat16_reference(x):
+    """PyTorch's own conversion, which the exercise rebuilds bit by bit."""
+    return x.to(torch.bfloat16)
+
+
+stand_alone(globals(), {
+    "exponent_mantissa_bits": _bits_ref, "gap_above": _gap_ref, "logit_kl": _kl_ref, "update_scale": _scale_ref,
+    "training_bytes": _train_ref, "to_bfloat16": to_bfloat16_reference, "kahan_sum": kahan_sum_reference,
+    "stable_softmax": stable_softmax_reference,
+})

@@ -8,7 +8,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from phi4lab.exercises.checking import ExerciseFailure, check_function, diagnose, run_answer
+from phi4lab.exercises.checking import ExerciseFailure, StubError, check_function, diagnose, run_answer
+from phi4lab.exercises.standalone import stand_alone
 from phi4lab.training.loop import lm_loss
 from phi4lab.training.optim import lr_at
 
@@ -113,7 +114,7 @@ def check_train_step(fn, make_model):
         try:
             loss = fn(yours, opt_yours, tokens)
         except NotImplementedError:
-            raise NotImplementedError("train_step is still a stub: replace `raise NotImplementedError` with your code") from None
+            raise StubError("train_step is still a stub: replace `raise NotImplementedError` with your code") from None
         if not isinstance(loss, float) or not math.isclose(loss, loss_ref.item(), rel_tol=1e-5):
             raise ExerciseFailure(f"train_step, call {call + 1}: return the loss as a Python float (loss.item()); "
                                   f"got {loss!r}, expected {loss_ref.item():.6f}")
@@ -317,3 +318,20 @@ def check_lamb_step(fn):
     zero = torch.zeros(4, 3, dtype=torch.float32)      # a zero-initialised tensor: trust 1
     cases.append((zero, torch.randn(4, 3, generator=g, dtype=torch.float32), zero, zero, 1, 0.01, (0.9, 0.999), 1e-6, 0.0))
     check_function(fn, lamb_step_reference, cases, name="lamb_step", mistakes=LAMB_MISTAKES, rtol=1e-5, atol=1e-8)
+
+
+# ---- Standing alone ----------------------------------------------------------------------------------
+# A stub is reported, not raised, and the notebook's later cells use these references in its place
+# (phi4lab.exercises.standalone explains why). Each has the learner's function's signature.
+
+def sliding_perplexity_reference(model, tokens, max_length, stride):
+    """phi4lab.training.loop.perplexity's perplexity, with the exercise's signature."""
+    from phi4lab.training.loop import perplexity
+
+    return perplexity(model, tokens, max_length=max_length, stride=stride)["ppl"]
+
+
+stand_alone(globals(), {
+    "next_token_loss": lm_loss, "lr_schedule": _lr_ref, "clip_gradients": _clip_ref, "trust_ratio": _trust_ref,
+    "sliding_perplexity": sliding_perplexity_reference, "lamb_step": lamb_step_reference,
+})

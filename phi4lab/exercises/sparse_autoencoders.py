@@ -8,6 +8,7 @@ from phi4lab.dictionaries import toy, training
 from phi4lab.dictionaries.features import edit_hook
 from phi4lab.dictionaries.sae import SparseAutoencoder
 from phi4lab.exercises.checking import ExerciseFailure, check_function
+from phi4lab.exercises.standalone import stand_alone
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -278,3 +279,13 @@ def check_ablate_hook(fn, sae: SparseAutoencoder, activations: torch.Tensor):
         raise ExerciseFailure("scale the direction by the latent's value at each position: x - z_i W_dec[i]; "
                               "where the latent is off (z_i = 0), nothing changes")
     raise ExerciseFailure(f"values differ from x - z_i W_dec[i] by up to {(out - expected).abs().max():.3g}")
+
+
+# ---- Standing alone ----------------------------------------------------------------------------------
+# A stub is reported, not raised, and the notebook's later cells use these references in its place
+# (phi4lab.exercises.standalone explains why). Each has the learner's function's signature.
+stand_alone(globals(), {
+    "norms_and_interference": _norms_interference_ref, "topk_activation": _topk_ref, "sae_forward": _sae_forward_ref,
+    "fvu": _fvu_ref, "shrinkage": _shrinkage_ref, "encoder_grad": _encoder_grad_ref, "aux_loss": _aux_ref,
+    "make_ablate_hook": _ablate_ref,
+})

@@ -14,10 +14,11 @@ marker's indentation, and keeps everything else (signature, docstring, hints).
 Markdown cells tagged `solution` (worked solutions behind <details>) are dropped,
 and the sentences that tell a reader where the solutions are (``EDITION_NOTES``)
 are rewritten to say the student edition has none.
+An exercise left as a stub does not stop the notebook (phi4lab.exercises.standalone).
 Outputs of exercise cells and of `check` cells are cleared, so the student edition
 shows no answers, and execution counts are reset. The lines that only tell the test
 runner something (``# NBVAL_IGNORE_OUTPUT`` and the like) are dropped: they are
-plumbing, not lessons.
+plumbing, not lessons. So are a check's held-out cases (nbgrader's hidden tests).
 """
 
 from __future__ import annotations
@@ -28,15 +29,23 @@ from pathlib import Path
 
 import nbformat
 
+from phi4lab.exercises.checking import STUB_MESSAGE
+
 START = re.compile(r"^(?P<indent>\s*)# SOLUTION\s*$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
-STUB = 'raise NotImplementedError("exercise: write your solution here")'
+STUB = f'raise NotImplementedError("{STUB_MESSAGE}")'
 # nbval's cell markers (the first line of a cell whose output nbval does not compare, and its kin).
 PLUMBING = re.compile(r"^\s*# NBVAL_[A-Z_]+\s*$")
+# A check cell's held-out cases sit between nbgrader's hidden-test markers: nbgrader drops them from a
+# release and puts them back to grade; the student edition drops them too.
+HIDDEN = re.compile(r"^### BEGIN HIDDEN TESTS\s*$.*?^### END HIDDEN TESTS\s*$\n?", re.M | re.S)
 # Instructor-edition sentence -> what the student edition says instead.
 EDITION_NOTES = {
     "Hints and solutions sit behind the ▶ arrows.":
-        "Hints sit behind the ▶ arrows; the worked solutions are in the instructor's edition, not in this one.",
+        "Hints sit behind the ▶ arrows; the worked solutions are in the instructor's edition, not in this one. "
+        "Once you have tried an exercise and run its check, `checks.reveal(\"name\")` prints phi4lab's reference "
+        "for it. Skip an exercise and the notebook still runs: its check says it is not written yet, and the cells "
+        "after it use phi4lab's reference in its place.",
 }
 
 
@@ -81,6 +90,7 @@ def make_student(nb: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, int]
                 cell.source = cell.source.replace(instructor, student)
         if cell.cell_type == "code":
             cell.source = "\n".join(line for line in cell.source.splitlines() if not PLUMBING.match(line))
+            cell.source = HIDDEN.sub("", cell.source).rstrip("\n")
             cell.source, blocks = strip_solutions(cell.source)
             exercises += bool(blocks)    # one exercise per stub cell, however many functions it holds
             if blocks or "check" in tags(cell):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from phi4lab.exercises.checking import check_function
+from phi4lab.exercises.standalone import stand_alone
 from phi4lab.model import config as C
 
 
@@ -154,3 +155,13 @@ def check_attention_flops_per_token(fn):
     cases = [(cfg, t) for cfg in _configs() for t in (1, 4096, 16384)]
     check_function(fn, _attention_flops_reference, cases, name="attention_flops_per_token",
                    mistakes=ATTENTION_FLOP_MISTAKES)
+
+
+# ---- Standing alone ----------------------------------------------------------------------------------
+# A stub is reported, not raised, and the notebook's later cells use these references in its place
+# (phi4lab.exercises.standalone explains why). Each has the learner's function's signature.
+stand_alone(globals(), {
+    "kv_cache_bytes_per_token": _kv_reference, "count_parameters": _params_reference,
+    "forward_flops_per_token": _flops_reference, "sequences_that_fit": _sequences_reference,
+    "attention_flops_per_token": _attention_flops_reference,
+})
