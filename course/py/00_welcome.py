@@ -118,8 +118,9 @@ print(f"{'rope_theta':26s} {P.rope_parameters['rope_theta']}")
 #
 # Write `kv_cache_bytes_per_token(cfg, bytes_per_element)`. Use `cfg.num_hidden_layers`, `cfg.num_key_value_heads` and `C.head_dim(cfg)`.
 #
-# <details><summary>Hint 1</summary>Per layer, per KV head, one key vector and one value vector of length head_dim are stored.</details>
-# <details><summary>Hint 2</summary>Query heads are not cached at all: only K and V are needed again.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Which of a layer's vectors does a later token need again: the queries, the keys, the values? And with grouped-query attention, how many heads of each does one token leave behind in one layer?</details>
+# <details><summary>Hint 2 (the idea)</summary>Per layer and per key/value head, one key vector and one value vector of length head_dim are stored; query heads are not cached at all. Count those elements over all the layers, then turn elements into bytes.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>(K and V) × num_hidden_layers × num_key_value_heads × head_dim elements, times <code>bytes_per_element</code>; return an <code>int</code>.</details>
 
 # %%
 def kv_cache_bytes_per_token(cfg, bytes_per_element: int) -> int:
@@ -194,9 +195,9 @@ plt.tight_layout(); plt.show()
 # * per layer: a fused `qkv_proj` (Q, K, V stacked, no bias), an `o_proj`, a gated MLP whose `gate_up_proj` holds the gate and up projections and a `down_proj`, and two RMSNorm weight vectors;
 # * a final RMSNorm, and an `lm_head` (`hidden_size x vocab_size`) unless `cfg.tie_word_embeddings` is True.
 #
-# <details><summary>Hint 1</summary>Q has num_attention_heads x head_dim outputs; K and V have num_key_value_heads x head_dim each.</details>
-# <details><summary>Hint 2</summary>The MLP: gate_up_proj is hidden_size -> 2 x intermediate_size, down_proj is intermediate_size -> hidden_size.</details>
-# <details><summary>Hint 3</summary>For Phi-4 the answer is 14,659,507,200.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Go matrix by matrix: a linear layer from n inputs to m outputs holds m × n weights (there are no biases). Which matrices does grouped-query attention make smaller, and which matrix is counted twice unless the embeddings are tied?</details>
+# <details><summary>Hint 2 (the idea)</summary>qkv_proj maps hidden_size to num_attention_heads × head_dim outputs for Q plus num_key_value_heads × head_dim for each of K and V; o_proj maps the query heads' outputs back to hidden_size. gate_up_proj maps hidden_size to 2 × intermediate_size, down_proj maps intermediate_size back. Each RMSNorm holds hidden_size weights.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>With d = hidden_size, q = num_attention_heads × head_dim and kv = num_key_value_heads × head_dim: one layer holds d·(q + 2·kv) + q·d for attention, 3·d·intermediate_size for the MLP and 2·d for its norms. Add the embedding, the final norm's d, and an lm_head as large as the embedding unless <code>cfg.tie_word_embeddings</code>. For Phi-4 the answer is 14,659,507,200.</details>
 
 # %%
 def count_parameters(cfg) -> int:
@@ -271,8 +272,9 @@ for dtype in [torch.float32, torch.bfloat16, torch.float16]:
 #
 # A server holds the weights once and one KV cache per conversation. Write `sequences_that_fit(cfg, gpu_bytes, context, bytes_per_element)`: how many sequences of `context` tokens fit their caches on a GPU of `gpu_bytes` beside the weights, with weights and cache stored at `bytes_per_element`. Ignore activations and the allocator's overheads.
 #
-# <details><summary>Hint 1</summary>Two numbers from the exercises above: the weights' bytes and one token's cache bytes.</details>
-# <details><summary>Hint 2</summary>What is left after the weights, divided by one sequence's cache (per-token bytes times the context), rounded down; and never below zero.</details>
+# <details><summary>Hint 1 (a nudge)</summary>What takes its share of the GPU before any conversation starts, and what is left after it? How much of that does one conversation of context tokens need?</details>
+# <details><summary>Hint 2 (the idea)</summary>Subtract the weights' bytes (your count_parameters times bytes_per_element) from gpu_bytes; one sequence's cache is your per-token cache bytes times the context. Only whole caches count, and when the weights alone do not fit, no sequence does.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>Divide what is left by one sequence's cache with <code>//</code>, and wrap it in <code>max(0, ...)</code>.</details>
 
 # %%
 def sequences_that_fit(cfg, gpu_bytes: int, context: int, bytes_per_element: int) -> int:
@@ -321,8 +323,9 @@ print(f"left after the weights: {left / 1e9:.1f} GB; one 16K cache: {16384 * C.k
 #
 # A matrix-vector product with an `m x n` weight matrix costs `m x n` multiply-adds, i.e. `2 x m x n` FLOPs. Ignoring the attention over previous tokens, a token's forward pass multiplies its vector by every linear layer once. Write `forward_flops_per_token(cfg)`. You may call your `count_parameters`, or `C.parameter_breakdown(cfg)`.
 #
-# <details><summary>Hint 1</summary>The embedding is a table lookup, not a matmul: it costs (almost) nothing.</details>
-# <details><summary>Hint 2</summary>The RMSNorm weights are elementwise scales: negligible, and not part of the count.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Which of the model's parameters sit in a matrix that the token's vector is multiplied by? Which are only looked up, or used as elementwise scales?</details>
+# <details><summary>Hint 2 (the idea)</summary>Every weight of a linear layer is one multiply-add for the token, so the FLOPs are twice the parameters of the linear layers: attention, the MLPs and lm_head. The embedding is a table lookup and the RMSNorm weights are elementwise scales: leave both out.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>parts = C.parameter_breakdown(cfg)</code> has the keys <code>"attention"</code>, <code>"mlp"</code> and <code>"lm_head"</code>; return twice their sum.</details>
 
 # %%
 def forward_flops_per_token(cfg) -> int:
@@ -355,8 +358,9 @@ print(f"Phi-4: {forward_flops_per_token(C.PHI4) / 1e9:.1f} GFLOP per token")
 #
 # Write `attention_flops_per_token(cfg, context)`: the FLOPs one new token spends on attention itself (not the projections counted above) when it attends to `context` tokens, summed over the layers.
 #
-# <details><summary>Hint 1</summary>Per layer and per query head, two products of length head_dim with every one of the context positions: which two?</details>
-# <details><summary>Hint 2</summary>q · k for each key, then the pattern-weighted sum of the values: 2 × head_dim multiply-adds per position and head, 2 FLOPs each. Every query head does its own, whatever GQA shares.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Per layer and per query head, the new token's query meets each of the context positions in two products of length head_dim: which two? Does GQA's sharing of keys and values save any of them?</details>
+# <details><summary>Hint 2 (the idea)</summary>q · k for each key, then the pattern-weighted sum of the values: 2 × head_dim multiply-adds per position and query head, 2 FLOPs each. Every query head does its own, whatever GQA shares, in every layer.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>4 × num_hidden_layers × num_attention_heads × head_dim × context, with <code>C.head_dim(cfg)</code>.</details>
 
 # %%
 def attention_flops_per_token(cfg, context: int) -> int:

@@ -61,7 +61,8 @@ print(f"Phi-4: {cut.n_tokens} tokens; bytes: {raw.n_tokens} tokens")
 #
 # Write `count_pairs(ids)`: a `Counter` mapping each adjacent pair `(ids[i], ids[i+1])` to how often it occurs.
 #
-# <details><summary>Hint</summary><code>zip(ids, ids[1:])</code> walks the adjacent pairs.</details>
+# <details><summary>Hint 1 (a nudge)</summary>A list of n ids has n − 1 adjacent pairs. How can you line every id up with the one after it, without an index loop? And which class from collections counts things for you?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary><code>zip(ids, ids[1:])</code> walks the adjacent pairs as tuples; hand them to <code>Counter</code>.</details>
 
 # %%
 def count_pairs(ids: list[int]) -> Counter:
@@ -91,7 +92,7 @@ checks.check_count_pairs(count_pairs)
 #
 # Write `merge(ids, pair, new_id)`: scan left to right, and wherever `pair` occurs replace its two elements by `new_id`. Occurrences never overlap: `[5, 5, 5]` with `(5, 5)` becomes `[new_id, 5]`.
 #
-# <details><summary>Hint 1 (a nudge)</summary>Why can a plain <code>for</code> loop over the positions not skip the second element of a merged pair?</details>
+# <details><summary>Hint 1 (a nudge)</summary>Why can a plain for loop over the positions not skip the second element of a merged pair?</details>
 # <details><summary>Hint 2 (nearly the answer)</summary>A while loop with an index <code>i</code>: if <code>ids[i], ids[i+1]</code> is the pair, append <code>new_id</code> and move on by 2; otherwise append <code>ids[i]</code> and move on by 1.</details>
 
 # %%
@@ -411,7 +412,8 @@ fig.show()
 #
 # Write `digit_groups(number)` for a string of digits: the pieces cl100k's pre-tokenizer makes of it.
 #
-# <details><summary>Hint</summary><code>re.findall(r"\d{1,3}", number)</code>: a greedy regex from the left.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Read the sentence above the exercise again: from which end does cl100k start cutting, and how many digits can a piece hold? Where does the short piece end up?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>A greedy regular expression does it: <code>re.findall</code> with a pattern that takes one to three digits, <code>r"\d{1,3}"</code>, scans from the left and takes as many as it can each time.</details>
 
 # %%
 def digit_groups(number: str) -> list[str]:
@@ -474,7 +476,8 @@ assert chat_ids <= set(as_is) and not chat_ids & set(safe)
 #
 # Write `phi4_chat(messages, add_generation_prompt)`: for each message, `<|im_start|>` + role + `<|im_sep|>` + content + `<|im_end|>`; at the end, if `add_generation_prompt`, append `<|im_start|>assistant<|im_sep|>` so the model answers next. This is the **fixed** template of early 2025.
 #
-# <details><summary>Hint</summary>Every role, including the assistant, gets the same header.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Every role, including the assistant, gets the same header. What comes between one turn's end and the next turn's start? And after which turn does the generation prompt go: the last one, or every user turn?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>Build each message's turn as the prompt spells it, with an f-string, and join the turns with the empty string: no newline anywhere. Append <code>&lt;|im_start|&gt;assistant&lt;|im_sep|&gt;</code> once, after the last turn, and only when <code>add_generation_prompt</code> is true.</details>
 
 # %%
 def phi4_chat(messages: list[dict], add_generation_prompt: bool) -> str:

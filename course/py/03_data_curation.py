@@ -60,13 +60,14 @@ for name in ("prose/tempest_gut", "prose/tempest_gut_f"):
 #
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
 #
-# Write `normalise(text)`: lower-case it, replace every character that is neither a word character (`\w`) nor whitespace by a space, then collapse all whitespace runs into single spaces and strip the ends.
+# Write `normalise(text)`: the string the exact-dedup hash sees, the same for two texts that differ only in case, punctuation (any character that is neither a word character `\w` nor whitespace) or spacing: `"  Enter   HAMLET.  "` gives `"enter hamlet"`. Punctuation must not glue the words on either side of it together.
 #
-# <details><summary>Hint</summary><code>re.sub(r"[^\w\s]", " ", text.lower())</code>, then <code>" ".join(....split())</code>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Three differences must vanish: case, punctuation and spacing. Which string method or regular expression removes each? And why should punctuation become a space rather than nothing?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>Lower-case first; <code>re.sub(r"[^\w\s]", " ", ...)</code> turns every other character into a space; <code>str.split()</code> with no argument splits on runs of any whitespace and drops the ends, and <code>" ".join</code> puts single spaces back.</details>
 
 # %%
 def normalise(text: str) -> str:
-    '''Lower-case, punctuation -> spaces, whitespace collapsed to single spaces.
+    '''The text as the exact-dedup hash compares it.
 
     >>> normalise("  Enter   HAMLET.  ")
     'enter hamlet'
@@ -111,8 +112,9 @@ for name, why in corpus.exact_duplicates(sorted(prose + code, key=lambda d: d.na
 #
 # Write `shingles(text, n)`, the set of word n-grams of the normalised text (each joined by single spaces; a text shorter than n words gives one shingle, the whole text), and `jaccard(a, b)` for two sets (define the Jaccard of two empty sets as 1.0).
 #
-# <details><summary>Hint 1</summary>A list of W words has W - n + 1 windows of n words: <code>range(len(words) - n + 1)</code>.</details>
-# <details><summary>Hint 2</summary><code>max(len(words) - n + 1, 1)</code> handles short texts.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Shingles are made of words, not characters: which function from the section above turns a text into comparable words? How many windows of n consecutive words fit in a list of W words?</details>
+# <details><summary>Hint 2 (the idea)</summary>Normalise, split into words, and join each window of n consecutive words with single spaces; a list of W words has W − n + 1 windows, and a text shorter than n words still gives one, the whole text. Jaccard is the size of the intersection over the size of the union, with the empty case handled first.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>{" ".join(words[i:i + n]) for i in range(max(len(words) - n + 1, 1))}</code>, with <code>words = corpus.normalise(text).split()</code>; then <code>len(a &amp; b) / len(a | b)</code> when the union is not empty.</details>
 
 # %%
 def shingles(text: str, n: int) -> set[str]:
@@ -139,7 +141,7 @@ checks.check_jaccard(jaccard)
 #
 # ```python
 # def shingles(text, n):
-#     words = data.normalise(text).split()
+#     words = corpus.normalise(text).split()
 #     return {" ".join(words[i:i + n]) for i in range(max(len(words) - n + 1, 1))}
 #
 # def jaccard(a, b):
@@ -202,8 +204,9 @@ fig.show()
 #
 # Two documents of Jaccard similarity *s* agree on one MinHash row with probability *s*. Write `lsh_candidate_probability(s, bands, rows)`: the probability that they become candidates.
 #
-# <details><summary>Hint 1</summary>One band matches when all its <code>rows</code> rows agree: probability s<sup>r</sup>.</details>
-# <details><summary>Hint 2</summary>They are candidates unless every band fails: 1 − (1 − s<sup>r</sup>)<sup>b</sup>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>When does one band match: when one of its rows agrees, or all of them? And when does a pair become a candidate: when every band matches, or when at least one does?</details>
+# <details><summary>Hint 2 (the idea)</summary>The rows agree independently, each with probability s, so a band matches with probability s to the power <code>rows</code>. The pair is a candidate unless every band fails: compute the probability that all <code>bands</code> bands fail, and take it from 1.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>With b bands of r rows: 1 − (1 − s<sup>r</sup>)<sup>b</sup>.</details>
 
 # %%
 def lsh_candidate_probability(s: float, bands: int, rows: int) -> float:
@@ -392,10 +395,10 @@ print(f"{len(exact_pairs)} pairs at exact Jaccard 0.2 or more; your rule keeps {
 #
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 5 minutes
 #
-# Write `passes_stop_word_rule(text)`: split on whitespace, keep tokens that contain a word character, lower-case them and strip the punctuation `.,;:!?'"()` from their ends, and return True when at least **two different** words of `corpus.GOPHER_STOP_WORDS` (the, be, to, of, and, that, have, with) occur.
+# Write `passes_stop_word_rule(text)`: True when at least **two different** words of `corpus.GOPHER_STOP_WORDS` (the, be, to, of, and, that, have, with) occur in the text. A word is a whitespace-separated token that contains a word character, compared lower-cased and with the punctuation `.,;:!?'"()` stripped from its ends.
 #
 # <details><summary>Hint 1 (a nudge)</summary>"Two different" stop words: what data structure forgets repeats?</details>
-# <details><summary>Hint 2 (nearly the answer)</summary>A set of the cleaned words, intersected with <code>data.GOPHER_STOP_WORDS</code>; at least two elements.</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>A set of the cleaned words, intersected with <code>corpus.GOPHER_STOP_WORDS</code>; at least two elements.</details>
 
 # %%
 def passes_stop_word_rule(text: str) -> bool:
@@ -415,7 +418,7 @@ checks.check_passes_stop_word_rule(passes_stop_word_rule)
 # ```python
 # def passes_stop_word_rule(text):
 #     words = {w.lower().strip(".,;:!?'\"()") for w in text.split() if re.search(r"\w", w)}
-#     return len(words & data.GOPHER_STOP_WORDS) >= 2
+#     return len(words & corpus.GOPHER_STOP_WORDS) >= 2
 # ```
 # </details>
 
@@ -488,7 +491,8 @@ print("identical:", corpus.corpus_sha256(built) == shipped["corpus_sha256"])
 #
 # Write `epochs(fraction, total_tokens, unique_tokens)`: how many times the training run passes over a source that gets `fraction` of `total_tokens` and holds `unique_tokens`.
 #
-# <details><summary>Hint</summary>Tokens drawn from the source, divided by the tokens it has.</details>
+# <details><summary>Hint 1 (a nudge)</summary>How many of the run's tokens are drawn from this source? How many tokens does one pass over it take?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>Tokens drawn from the source, <code>fraction * total_tokens</code>, divided by the tokens it holds, <code>unique_tokens</code>.</details>
 
 # %%
 def epochs(fraction: float, total_tokens: float, unique_tokens: float) -> float:

@@ -52,8 +52,9 @@ DATA = Path(phi4lab.__file__).parents[1] / "data"
 #
 # Write `next_token_loss(logits, tokens)` for logits `[batch, seq, vocab]` and tokens `[batch, seq]`: the mean cross-entropy of predicting `tokens[:, t+1]` from `logits[:, t]`. Upcast the logits to fp32 first.
 #
-# <details><summary>Hint 1</summary>The last position has nothing to predict and the first token is never predicted: <code>logits[:, :-1]</code> against <code>tokens[:, 1:]</code>.</details>
-# <details><summary>Hint 2</summary><code>F.cross_entropy</code> wants <code>[N, vocab]</code> and <code>[N]</code>: flatten the batch and sequence dimensions.</details>
+# <details><summary>Hint 1 (a nudge)</summary>The logits at position t predict the token at t + 1. Which position then has nothing to predict, and which token is never predicted?</details>
+# <details><summary>Hint 2 (the idea)</summary>Shift by one: the logits of every position but the last, against the tokens of every position but the first. F.cross_entropy wants the scores as [N, vocab] and the targets as [N], so merge the batch and sequence dimensions of both; its default reduction is already the mean.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>logits[:, :-1].float()</code> against <code>tokens[:, 1:]</code>; <code>.flatten(0, 1)</code> on the logits and <code>.flatten()</code> on the tokens give <code>F.cross_entropy</code> its shapes.</details>
 
 # %%
 def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -231,8 +232,9 @@ checks.check_clip_gradients(clip_gradients)
 #
 # Phi-4 was trained with a global batch of 5,760 sequences; no GPU holds that many at once. Write `accumulated_gradients(model, tokens, sizes)`: split the batch `tokens` into micro-batches of `sizes` rows (`tokens.split(sizes)`), run forward and backward on each in turn, and return the gradients (`[p.grad for p in model.parameters()]`) that result. They must equal the gradient of `T.lm_loss(model(tokens).logits, tokens)` on the whole batch at once, also when the micro-batches differ in size. Start from zeroed gradients.
 #
-# <details><summary>Hint 1 (a nudge)</summary><code>backward()</code> adds into <code>.grad</code>. What does the sum of the micro-batches' gradients compute, if each micro-batch's loss is a mean over its own tokens?</details>
+# <details><summary>Hint 1 (a nudge)</summary>A backward pass adds into the gradients that are already there. If each micro-batch's loss is a mean over its own rows, what does the sum of their gradients compute, and how does it differ from the gradient of the whole batch's mean?</details>
 # <details><summary>Hint 2 (the idea)</summary>The big batch's loss is the mean over all rows, so it is a weighted sum of the micro-batches' mean losses, each weighted by its share of the rows. Scale each micro-batch's loss by that share before its backward pass.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>After <code>model.zero_grad()</code>, for each <code>chunk</code> of <code>tokens.split(sizes)</code>: <code>(T.lm_loss(model(chunk).logits, chunk) * len(chunk) / len(tokens)).backward()</code>.</details>
 
 # %%
 def accumulated_gradients(model, tokens: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:

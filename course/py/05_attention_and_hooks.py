@@ -113,8 +113,9 @@ print(f"4x the tokens: everything {growth[0]:.1f}x, attention patterns {growth[1
 #
 # Write `pattern_cache_bytes(cfg, seq_len, batch, dtype)`: the bytes of caching every layer's attention pattern for `batch` prompts of `seq_len` tokens. Use the config's fields (`num_hidden_layers`, `num_attention_heads`, `num_key_value_heads`) and the dtype's element size.
 #
-# <details><summary>Hint 1</summary>A pattern is one [query, key] matrix per head, per prompt, per layer.</details>
-# <details><summary>Hint 2</summary><code>torch.tensor([], dtype=dtype).element_size()</code> is 2 for bf16 and 4 for fp32.</details>
+# <details><summary>Hint 1 (a nudge)</summary>What shape is one attention pattern, and how many of them does one forward pass make? Do the query heads that share a key/value head share a pattern too?</details>
+# <details><summary>Hint 2 (the idea)</summary>A pattern is one [query, key] matrix, seq_len by seq_len, per query head, per prompt, per layer: num_attention_heads, not num_key_value_heads, since each query head scores the shared keys with its own queries. Multiply the count of elements by the bytes of one element of the dtype.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>torch.tensor([], dtype=dtype).element_size()</code> is 2 for bf16 and 4 for fp32; multiply it by layers × batch × query heads × seq_len².</details>
 
 # %%
 def pattern_cache_bytes(cfg, seq_len: int, batch: int, dtype: torch.dtype) -> int:
@@ -191,8 +192,9 @@ except phi4lab.InsufficientMemoryError as e:
 #
 # Write `attention_pattern(q, k, cos, sin)` for `q` `[batch, seq, n_heads, d_head]` and `k` `[batch, seq, n_kv_heads, d_head]` (as cached at `hook_q` and `hook_k`, before rotation) and `cos`, `sin` `[batch, seq, d_head]`. Return `[batch, n_heads, query, key]`. Use the given `checks.rotate(x, cos, sin)`.
 #
-# <details><summary>Hint 1</summary>Expand the keys to one per query head with <code>k.repeat_interleave(n_heads // n_kv_heads, dim=2)</code>; then <code>torch.einsum("bqhd,bkhd->bhqk", q, k)</code>.</details>
-# <details><summary>Hint 2</summary>The mask: <code>torch.ones(T, T, dtype=torch.bool).triu(1)</code> is True above the diagonal, where key > query. Fill those scores with <code>-inf</code> before the softmax.</details>
+# <details><summary>Hint 1 (a nudge)</summary>The paragraph above lists the steps from q and k to the pattern. Which of them does grouped-query attention change? Before every query head can meet its keys, how many heads must k have?</details>
+# <details><summary>Hint 2 (the idea)</summary>Rotate q and k with checks.rotate. Repeat each key/value head for the consecutive query heads of its group, so that k has n_heads heads. Take every query's dot product with every key, divide by √d_head, set the scores of keys after the query to −inf, and softmax over the keys.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>k.repeat_interleave(n_heads // n_kv_heads, dim=2)</code>; <code>torch.einsum("bqhd,bkhd->bhqk", q, k)</code>; <code>torch.ones(T, T, dtype=torch.bool).triu(1)</code> is True where key &gt; query, for <code>masked_fill(..., float("-inf"))</code>.</details>
 
 # %%
 def attention_pattern(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -326,8 +328,9 @@ checks.check_previous_token_score(previous_token_score)
 #
 # On a random sequence repeated with period `period`, an induction head at a query q in a later copy attends to the key **just after** the earlier occurrence of q's token: key q − period + 1. Write `induction_score(patterns, period)`, averaging over the batch and over every query of the second copy, q ≥ period, as Olsson et al. (2022) do (the first of them, q = period, repeats token 0, so its target is key 1). Return `[layers, heads]`.
 #
-# <details><summary>Hint 1</summary>The target is a diagonal at offset −(period − 1).</details>
-# <details><summary>Hint 2</summary><code>q = torch.arange(period, T)</code>, then <code>patterns[..., q, q - period + 1]</code> is <code>[layers, batch, heads, len(q)]</code>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>For each query of the second copy there is one target key. Mark those (query, key) entries in a pattern: what shape do they make, and where does it start?</details>
+# <details><summary>Hint 2 (the idea)</summary>The targets lie on the diagonal key = query − (period − 1), for the queries from period to the end. That diagonal also passes through query period − 1, which is in the first copy: leave it out. Pick the target entries from every pattern, then average over the batch and over the queries.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>q = torch.arange(period, T)</code>, then <code>patterns[..., q, q - period + 1]</code> is <code>[layers, batch, heads, len(q)]</code>; average over the batch dimension and the last one.</details>
 
 # %%
 def induction_score(patterns: torch.Tensor, period: int) -> torch.Tensor:
@@ -445,7 +448,8 @@ print(f"every head of layer 3 at least {natural_scores[3].min():.2f}; no head of
 #
 # Write `kv_head_of(head, n_heads, n_kv_heads)`, the index of the key/value head that query head `head` shares.
 #
-# <details><summary>Hint</summary>Groups are contiguous blocks of n_heads // n_kv_heads query heads.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Groups are contiguous blocks of consecutive query heads. How many query heads does one block hold, and how do you find which block a head falls in?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>The group size is <code>n_heads // n_kv_heads</code>; integer-divide <code>head</code> by it.</details>
 
 # %%
 def kv_head_of(head: int, n_heads: int, n_kv_heads: int) -> int:
@@ -475,7 +479,9 @@ checks.check_kv_head_of(kv_head_of)
 #
 # To measure how differently two heads look, compare their attention rows as probability distributions. The **Jensen-Shannon divergence** is symmetric, finite when one row has zeros where the other does not, and, in bits, lies between 0 (identical) and 1 (no overlap): JS(p, q) = ½ KL(p ‖ m) + ½ KL(q ‖ m) with m = (p + q)/2. Write `js_divergence(p, q)` over the last dimension, in bits.
 #
-# <details><summary>Hint</summary><code>torch.special.xlogy(a, b)</code> computes a·log(b) and gives 0 when a is 0, which is the convention 0·log 0 = 0 that KL needs.</details>
+# <details><summary>Hint 1 (a nudge)</summary>KL(p ‖ m) sums p · log(p / m) over the last dimension. What should a term with p = 0 contribute, and what does the computer make of 0 · log 0? And which logarithm gives bits?</details>
+# <details><summary>Hint 2 (the idea)</summary>Write a helper for KL(a ‖ b) = Σ a · (log a − log b) over the last dimension, with 0 · log 0 taken as 0. Average the KLs of p and of q against their midpoint m, and divide by ln 2 to turn nats into bits.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>torch.special.xlogy(a, b)</code> computes a·log(b) and gives 0 when a is 0: <code>(xlogy(a, a) - xlogy(a, b)).sum(-1)</code> is KL(a ‖ b) in nats.</details>
 
 # %%
 def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -532,8 +538,9 @@ print(f"your js_divergence, L2H0 vs L2H1: {mine:.2f} bits; the same pair in viz:
 #
 # `heads.head_pair_divergence(patterns)` gives the divergence between every two query heads of each layer, `[layers, heads, heads]`. Write `within_across(pairs, n_kv_heads)`: per layer, the mean over the pairs of distinct heads that share a key/value head, and the mean over the pairs that do not. Return `(within, across)`, each `[layers]`.
 #
-# <details><summary>Hint 1</summary>Which key/value head does query head h read? (Your Exercise 6.)</details>
-# <details><summary>Hint 2</summary>Build two boolean [heads, heads] masks from the group of each head, leave the diagonal out of "within", and average <code>pairs[layer][mask]</code>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Which key/value head does query head h read? (Your Exercise 6.) Which pairs of heads then count as "within", and is a head a pair with itself?</details>
+# <details><summary>Hint 2 (the idea)</summary>Give every head its group. Two boolean [heads, heads] masks mark the pairs in the same group, diagonal left out, and the pairs in different groups; average the divergences under each mask, layer by layer.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>group = torch.arange(H) // (H // n_kv_heads)</code>; <code>group[:, None] == group[None, :]</code>, and <code>~torch.eye(H, dtype=torch.bool)</code> drops the diagonal; <code>pairs[:, mask].mean(-1)</code> is one mean per layer.</details>
 
 # %%
 def within_across(pairs: torch.Tensor, n_kv_heads: int):

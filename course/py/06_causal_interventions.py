@@ -112,7 +112,9 @@ for label, p in zip(labels, probs):
 #
 # Write `component_logits(parts, scale, weight, W_U, answer)`: `parts` is `[n_components, d_model]` (the terms of the final residual at one position), `scale` the final residual's RMS, `weight` the final norm's weight. Return `[n_components]`: each component's contribution to the logit of token `answer`.
 #
-# <details><summary>Hint</summary>Divide by the *shared* scale, multiply by the weight, then dot with the answer's column of <code>W_U</code>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Which of the final norm's operations are linear once its scale is frozen? And if you normalised each part by its own RMS, would the parts still add up to the logit?</details>
+# <details><summary>Hint 2 (the idea)</summary>Push each part through the norm and the unembedding as if it were the whole residual, but with the whole residual's scale: divide by the shared scale, multiply by the norm's weight, then take the dot product with the answer's column of the unembedding.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>parts / scale * weight</code> is still <code>[n_components, d_model]</code>; multiplied by <code>W_U[:, answer]</code>, the answer's <code>[d_model]</code> column, it gives one number per component.</details>
 
 # %%
 def component_logits(parts: torch.Tensor, scale: torch.Tensor, weight: torch.Tensor, W_U: torch.Tensor,
@@ -173,8 +175,9 @@ fig.show()
 #
 # Write `zero_head_hook(head)`, which returns a hook function `hook(z, hook)` that sets head `head` of `z` to zero and returns `z`.
 #
-# <details><summary>Hint 1 (a nudge)</summary><code>hook_z</code> is <code>[batch, pos, head, d_head]</code>: which index selects one head at every position of every prompt?</details>
-# <details><summary>Hint 2 (nearly the answer)</summary><code>z[:, :, head] = 0</code>, then return <code>z</code>.</details>
+# <details><summary>Hint 1 (a nudge)</summary>The activation at hook_z has one axis for the prompts, one for the positions, one for the heads and one for each head's dimensions. Which axis do you index to silence one head at every position of every prompt?</details>
+# <details><summary>Hint 2 (the idea)</summary>zero_head_hook returns the inner function, which remembers <code>head</code>. The inner one sets that head's slice along the third axis to zero, for all prompts and positions, and returns the activation.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>z[:, :, head] = 0</code>, then return <code>z</code>.</details>
 
 # %%
 def zero_head_hook(head: int):
@@ -211,9 +214,11 @@ checks.check_zero_head_hook(zero_head_hook)
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 10 minutes
 #
-# `losses[:, t]` is the loss of predicting token t + 1 (from `next_token_losses`) on a sequence of two copies of `period` tokens. Write `repeat_losses(losses, period)` returning `torch.stack([first, second])`: the mean loss of the predictions *inside* the first copy (positions 0 .. period − 2) and *inside* the second (positions period .. 2·period − 2).
+# `losses[:, t]` is the loss of predicting token t + 1 (from `next_token_losses`) on a sequence of two copies of `period` tokens. Write `repeat_losses(losses, period)` returning `torch.stack([first, second])`: the mean loss of the predictions made *inside* the first copy and of those made *inside* the second. A prediction is inside a copy when the token it is made from and the token it predicts both belong to that copy.
 #
-# <details><summary>Hint</summary>Position period − 1 predicts the first token of the second copy. Nothing before it announces that token, so it belongs to neither group.</details>
+# <details><summary>Hint 1 (a nudge)</summary>Position t predicts token t + 1. Which token does position period − 1 predict, and from which copy? Does it belong to either group?</details>
+# <details><summary>Hint 2 (the idea)</summary>Inside the first copy: positions 0 to period − 2. Position period − 1 predicts the first token of the second copy, which nothing before it announces, so it belongs to neither group. Inside the second copy: positions period to 2·period − 2, the last position there is.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary><code>losses[:, :period - 1].mean()</code> and <code>losses[:, period:2 * period - 1].mean()</code>, stacked in that order.</details>
 
 # %%
 def repeat_losses(losses: torch.Tensor, period: int) -> torch.Tensor:
@@ -343,8 +348,9 @@ print(f"  corrupted mean {corrupt_diff.mean():+.1f}, negative in {int((corrupt_d
 #
 # Write `patch_position_hook(clean_act, position)`: it returns a TransformerLens hook, `hook(act, hook) -> act`, for a hook point of shape `[batch, pos, ...]` (the residual stream, or `hook_z`), that gives the corrupted run the clean run's activation at `position`, and leaves every other position as the corrupted run computed it. The same cached `clean_act` serves every patch you make, so it must come out of each run as it went in.
 #
-# <details><summary>Hint 1 (a nudge)</summary>Which dimension is the position? And what happens to the next patch if your hook writes into <code>clean_act</code>?</details>
+# <details><summary>Hint 1 (a nudge)</summary>Which dimension is the position? And what happens to the next patch if your hook writes into the cached clean activation?</details>
 # <details><summary>Hint 2 (the idea)</summary>Write into the activation the hook receives (or a copy of it), at that one position, for every prompt of the batch, and return it.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>Inside the hook: <code>act = act.clone()</code>; <code>act[:, position] = clean_act[:, position]</code>; <code>return act</code>.</details>
 
 # %%
 def patch_position_hook(clean_act: torch.Tensor, position: int):

@@ -189,7 +189,7 @@ for dt in (torch.float32, torch.float16, torch.bfloat16):
 #
 # Kahan's algorithm carries the part of each addition that rounding lost, and feeds it back into the next one. Write `kahan_sum(values)`, a sum of a 1-D tensor computed entirely in `values.dtype` (no upcasting: the point is to sum well in 16 bits), that keeps a running correction of what rounding lost.
 #
-# <details><summary>Hint 1 (a nudge)</summary>After <code>t = s + y</code> is rounded, how can you recover the part of y that did not make it into t, using only operations in the same precision?</details>
+# <details><summary>Hint 1 (a nudge)</summary>Adding a term y to the running sum s gives a rounded result t. How can you recover the part of y that did not make it into t, using only additions and subtractions in the same precision?</details>
 # <details><summary>Hint 2 (the idea)</summary><code>(t - s)</code> is the part of y that was added; <code>(t - s) - y</code> is minus the part that was lost. Keep it in c, and subtract it from the next term before adding.</details>
 # <details><summary>Hint 3 (nearly the answer)</summary>
 #
@@ -405,7 +405,11 @@ except P.UnsupportedPrecisionError as e:
 #
 # > Difficulty: 🔴🔴⚪⚪⚪ · Importance: 🔵🔵🔵⚪⚪ · about 10 minutes
 #
-# Write `update_scale(scale, found_inf, clean_steps, growth_interval)` returning `(new_scale, new_clean_steps)`: on an overflow, halve the scale and reset the count; otherwise count this step, and when the count reaches `growth_interval`, double the scale and reset the count.
+# Write `update_scale(scale, found_inf, clean_steps, growth_interval)` returning `(new_scale, new_clean_steps)`: one step of the `GradScaler` rule described above, where `clean_steps` counts the clean steps since the scale last changed and `found_inf` says whether this step overflowed.
+#
+# <details><summary>Hint 1 (a nudge)</summary>There are two cases, an overflow or a clean step. In which does the count go up, and when does it go back to zero? Does this step count towards growth_interval?</details>
+# <details><summary>Hint 2 (the idea)</summary>On an overflow: halve the scale and reset the count to zero. On a clean step: add it to the count; if the count now reaches growth_interval, double the scale and reset the count, otherwise keep the scale and the new count.</details>
+# <details><summary>Hint 3 (nearly the answer)</summary>Return <code>(scale * 0.5, 0)</code> at once when <code>found_inf</code>; otherwise <code>clean_steps += 1</code>, then compare it with <code>growth_interval</code>.</details>
 
 # %%
 def update_scale(scale: float, found_inf: bool, clean_steps: int, growth_interval: int) -> tuple[float, int]:
@@ -481,6 +485,9 @@ for scheme, b in P.TRAINING_BYTES_PER_PARAMETER.items():
 # > Difficulty: 🔴⚪⚪⚪⚪ · Importance: 🔵🔵🔵🔵⚪ · about 5 minutes
 #
 # Write `training_bytes(n_params, scheme)`: the bytes of weights, gradients and optimizer state (no activations) to train a model of `n_params` parameters, using `P.TRAINING_BYTES_PER_PARAMETER`.
+#
+# <details><summary>Hint 1 (a nudge)</summary>What does the table printed above give for each scheme: bytes for the whole model, or per parameter? Does it already include the gradients and the optimizer's moments?</details>
+# <details><summary>Hint 2 (nearly the answer)</summary>Look up the scheme's bytes per parameter, <code>P.TRAINING_BYTES_PER_PARAMETER[scheme]</code>, and multiply by <code>n_params</code>.</details>
 
 # %%
 def training_bytes(n_params: int, scheme: str) -> int:
