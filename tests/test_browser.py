@@ -108,15 +108,6 @@ def lab(tmp_path_factory):
         log.close()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield b
-        b.close()
-
-
 def _wait_for_kernel(url: str, token: str, name: str, timeout_s: float = 90) -> None:
     """Wait until the server says this notebook's kernel is connected and idle.
 

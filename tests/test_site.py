@@ -86,15 +86,6 @@ def server(site):
     httpd.server_close()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield b
-        b.close()
-
-
 class Visit:
     """One page in a fresh context: every request recorded, external ones blocked, errors collected."""
 

@@ -10,6 +10,7 @@ import torch
 
 from phi4lab.evaluation import decontamination, scoring
 from phi4lab.exercises.checking import ExerciseFailure, check_function
+from phi4lab.exercises.interventions import zero_heads_hook_reference
 from phi4lab.exercises.standalone import stand_alone
 from phi4lab.model.bridge import logits_of
 
@@ -256,15 +257,6 @@ def check_zero_heads_hook(make_hook, model):
 # ---- Standing alone ----------------------------------------------------------------------------------
 # A stub is reported, not raised, and the notebook's later cells use these references in its place
 # (phi4lab.exercises.standalone explains why). Each has the learner's function's signature.
-
-def zero_heads_hook_reference(heads):
-    """A hook for hook_z ([batch, pos, head, d_head]) that zeroes the listed heads' outputs."""
-    def hook(z, hook):
-        z = z.clone()
-        z[:, :, list(heads)] = 0
-        return z
-    return hook
-
 
 stand_alone(globals(), {
     "standard_error": _se_ref, "abstain": _abstain_ref, "cohen_kappa": _kappa_ref, "zero_heads_hook": zero_heads_hook_reference,

@@ -255,13 +255,18 @@ def check_patch_grid(fn, model):
 # A stub is reported, not raised, and the notebook's later cells use these references in its place
 # (phi4lab.exercises.standalone explains why). Each has the learner's function's signature.
 
-def zero_head_hook_reference(head):
-    """A hook for hook_z ([batch, pos, head, d_head]) that zeroes one head's output."""
+def zero_heads_hook_reference(heads):
+    """A hook for hook_z ([batch, pos, head, d_head]) that zeroes the listed heads' outputs."""
     def hook(z, hook):
         z = z.clone()
-        z[:, :, head] = 0
+        z[:, :, list(heads)] = 0
         return z
     return hook
+
+
+def zero_head_hook_reference(head):
+    """A hook for hook_z that zeroes one head's output."""
+    return zero_heads_hook_reference([head])
 
 
 def patch_position_hook_reference(clean_act, position):
